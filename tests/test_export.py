@@ -333,6 +333,29 @@ def test_tflite_matches_keras(exports, image_model):
     assert [s.decode() for s in out["label"]] == [CLASSES[i] for i in out["scores"].argmax(1)]
 
 
+def test_onnx_conversion_gives_the_same_scores(tmp_path, exports, image_model):
+    """tf2onnx converts the exported image SavedModel; onnxruntime serves the same scores."""
+    pytest.importorskip("tf2onnx")
+    ort = pytest.importorskip("onnxruntime")
+
+    onnx_file = str(tmp_path / "pets.onnx")
+    convert = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", exports["image"]]
+    convert += ["--signature_def", "serving_tensor", "--opset", "17", "--output", onnx_file]
+    proc = subprocess.run(convert, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    (image_input,) = session.get_inputs()
+    outputs = {o.name for o in session.get_outputs()}
+    assert {"scores", "label", "top_k_labels", "top_k_scores"} <= outputs  # as in docs/serving.md
+    images = np.random.default_rng(4).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    scores, labels = session.run(["scores", "label"], {image_input.name: images})
+    want = softmax(image_model(images))
+    np.testing.assert_allclose(scores, want, atol=1e-4)
+    assert [str(s) for s in labels] == [CLASSES[i] for i in want.argmax(1)]
+    assert np.ptp(want) > 1e-3  # input-dependent scores, so the comparison means something
+
+
 def test_warmup_requests_parse_and_run(exports):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
@@ -480,6 +503,30 @@ def test_predict_reads_a_csv_column(tmp_path, exports, image_files, capsys):
         run(args)
     run, args = predict_args(exports["image"], str(tmp_path / "missing.png"))
     with pytest.raises(TltfError, match="no such image file"):
+        run(args)
+
+
+def test_predict_feeds_text_pairs(tmp_path, task_exports, capsys):
+    model, folder, _ = task_exports["text_pair"]
+    want = softmax(model((np.array(PAIRS[0][:2]), np.array(PAIRS[1][:2]))))
+    typed = [f"{a} ||| {b}" for a, b in zip(PAIRS[0][:2], PAIRS[1][:2], strict=True)]
+    run, args = predict_args(folder, *typed, "--json")
+    assert run(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose([r["scores"] for r in rows], want, atol=1e-4)
+
+    table = tmp_path / "pairs.csv"
+    table.write_text("q,a\n" + "".join(f"{a},{b}\n" for a, b in zip(*PAIRS, strict=True)))
+    run, args = predict_args(folder, str(table), "--column", "q", "--column", "a", "--json")
+    assert run(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["input"] == [PAIRS[0][0], PAIRS[1][0]]
+    np.testing.assert_allclose([r["scores"] for r in rows[:2]], want, atol=1e-4)
+
+    from tltf.errors import TltfError
+
+    run, args = predict_args(folder, "only one text")
+    with pytest.raises(TltfError, match="Input 1 .* takes text pairs"):
         run(args)
 
 

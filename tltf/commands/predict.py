@@ -6,6 +6,8 @@ itself; no tltf model code is imported, so it checks what a server would serve::
     tltf predict export/topics "a game with levels" "solve this equation"
     tltf predict export/pets/3 cat.jpg dog.png --json
     tltf predict export/pets photos.csv --column path
+    tltf predict export/duplicates "how do I sort ||| sorting a list"   # text pairs
+    tltf predict export/duplicates pairs.csv --column question --column answer
 """
 
 from __future__ import annotations
@@ -19,12 +21,23 @@ from typing import Any
 from tltf.errors import TltfError
 
 HELP = "run an exported SavedModel on image files, texts or a CSV column; print top labels"
+SEPARATOR = "|||"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("export_dir", help="a version folder (export/NAME/3) or model folder (latest)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, texts, or CSV files")
-    p.add_argument("--column", help="read the inputs from this column of the CSV file(s) given")
+    p.add_argument(
+        "--column",
+        action="append",
+        help="read the inputs from this column of the CSV file(s) given; "
+        "give it twice for a text-pair export (first text, second text)",
+    )
+    p.add_argument(
+        "--separator",
+        default=SEPARATOR,
+        help=f"splits each INPUT into two texts for a text-pair export (default {SEPARATOR!r})",
+    )
     p.add_argument("--json", action="store_true", help="print the outputs as a JSON list")
     p.add_argument("--signature", default="serving_default", help="the signature to run")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per call")
@@ -43,13 +56,22 @@ def latest_version(export_dir: str) -> str:
 
 
 def predict(
-    export_dir: str, inputs: list[str], signature: str = "serving_default", batch_size: int = 32
+    export_dir: str,
+    inputs: list[str] | list[tuple[str, str]],
+    signature: str = "serving_default",
+    batch_size: int = 32,
+    separator: str = SEPARATOR,
 ) -> list[dict]:
-    """Runs an export on texts or image file paths: one dict of outputs per input.
+    """Runs an export on texts, text pairs or image file paths: one dict of outputs per input.
+
+    A text-pair export (two string inputs, ``text`` and ``text_pair``) takes each input as
+    a ``(first, second)`` tuple, or as one string split once on `separator`.
 
     Example:
         >>> predict("export/topics", ["a game with levels"])[0]["label"]
         'games'
+        >>> predict("export/duplicates", [("how do I sort", "sorting a list")])[0]["label"]
+        'same'
     """
     import tensorflow as tf
 
@@ -66,34 +88,66 @@ def predict(
         )
     fn = loaded.signatures[signature]
     specs = fn.structured_input_signature[1]
-    if len(specs) != 1:
+    names = sorted(specs)  # a pair export's inputs sort as text, text_pair
+    if len(names) > 2 or (len(names) == 2 and any(specs[n].dtype != tf.string for n in names)):
         raise TltfError(
-            f"Signature {signature!r} takes {sorted(specs)}; tltf predict feeds one input."
+            f"Signature {signature!r} takes {names}; tltf predict feeds one input or a text pair."
         )
-    ((name, spec),) = specs.items()
+    columns = _pair_columns(inputs, separator) if len(names) == 2 else [list(inputs)]
     rows = []
     for start in range(0, len(inputs), batch_size):
-        batch = inputs[start : start + batch_size]
-        values = [_read_image(p) for p in batch] if name.endswith("_bytes") else batch
-        outputs = fn(**{name: tf.constant(values, dtype=spec.dtype)})
-        for i in range(len(batch)):
+        feed = {}
+        for name, column in zip(names, columns, strict=True):
+            batch = column[start : start + batch_size]
+            values = [_read_image(p) for p in batch] if name.endswith("_bytes") else batch
+            feed[name] = tf.constant(values, dtype=specs[name].dtype)
+        outputs = fn(**feed)
+        for i in range(len(feed[names[0]])):
             rows.append({key: _plain(value.numpy()[i]) for key, value in sorted(outputs.items())})
     return rows
 
 
+def _pair_columns(inputs: list, separator: str) -> list[list[str]]:
+    """``[firsts, seconds]`` from ``(first, second)`` tuples or ``"first SEP second"`` strings."""
+    firsts, seconds = [], []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            if separator not in item:
+                raise TltfError(
+                    f"Input {i + 1} ({item[:40]!r}) is one text, but this export takes text "
+                    f"pairs: write 'first text {separator} second text', or give a CSV file "
+                    "with --column FIRST --column SECOND."
+                )
+            item = [part.strip() for part in item.split(separator, 1)]
+        first, second = item
+        firsts.append(first)
+        seconds.append(second)
+    return [firsts, seconds]
+
+
 def run(args: argparse.Namespace) -> int:
-    inputs = _read_column(args.inputs, args.column) if args.column else list(args.inputs)
-    rows = predict(args.export_dir, inputs, args.signature, args.batch_size)
+    if not args.column:
+        inputs: list = list(args.inputs)
+    elif len(args.column) == 1:
+        inputs = _read_column(args.inputs, args.column[0])
+    elif len(args.column) == 2:
+        firsts, seconds = (_read_column(args.inputs, c) for c in args.column)
+        inputs = list(zip(firsts, seconds, strict=True))
+    else:
+        raise TltfError(f"--column was given {len(args.column)} times; give it once, or twice.")
+    rows = predict(args.export_dir, inputs, args.signature, args.batch_size, args.separator)
     if args.json:
+        shown = [x if isinstance(x, str) else list(x) for x in inputs]
         print(
-            json.dumps([{"input": x, **row} for x, row in zip(inputs, rows, strict=True)], indent=1)
+            json.dumps([{"input": x, **row} for x, row in zip(shown, rows, strict=True)], indent=1)
         )
         return 0
-    width = min(40, max(len("INPUT"), *(len(x) for x in inputs)))
+    shown = [x if isinstance(x, str) else f" {args.separator} ".join(x) for x in inputs]
+    width = min(40, max(len("INPUT"), *(len(x) for x in shown)))
     print(f"{'INPUT':<{width}}  OUTPUTS")
-    for x, row in zip(inputs, rows, strict=True):
-        shown = x if len(x) <= width else x[: width - 3] + "..."
-        print(f"{shown:<{width}}  {_summary(row)}")
+    for x, row in zip(shown, rows, strict=True):
+        x = x if len(x) <= width else x[: width - 3] + "..."
+        print(f"{x:<{width}}  {_summary(row)}")
     return 0
 
 
