@@ -272,9 +272,7 @@ class Dataset:
         # Length bucketing hides the batch count from tf.data; Keras needs it for
         # progress bars and schedules, and warns "ran out of data" without it.
         batches = -(-len(self) // batch_size)
-        return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(
-            tf.data.AUTOTUNE
-        )
+        return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
 
     def _text_batches(self, y: np.ndarray, batch_size: int, training: bool, seed: int) -> Any:
         import tensorflow as tf
@@ -293,6 +291,7 @@ class Dataset:
         def sort_pool(idx):
             return tf.gather(idx, tf.argsort(tf.gather(lengths, idx), stable=True))
 
+        @tf.autograph.experimental.do_not_convert  # plain ops; AutoGraph only warns on the lambda
         def gather(idx):
             return tf.nest.map_structure(lambda t: tf.gather(t, idx), x), tf.gather(y, idx)
 
