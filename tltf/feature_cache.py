@@ -74,7 +74,12 @@ HEAD_SAFE_CALLBACKS = (
 
 
 def default_cache_dir() -> str:
-    """``$TLTF_CACHE_DIR``, else ``~/.cache/tltf/features``."""
+    """Where cached features go: ``$TLTF_CACHE_DIR``, else ``~/.cache/tltf/features``.
+
+    Example:
+        >>> default_cache_dir()
+        '/home/me/.cache/tltf/features'
+    """
     return os.environ.get("TLTF_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "tltf", "features"
     )
@@ -205,7 +210,12 @@ def why_not_cached(
 
 
 def head_only(model: Any) -> bool:
-    """Whether only the head has trainable weights (the backbone and preprocessing are frozen)."""
+    """Whether only the head has trainable weights (the backbone and preprocessing are frozen).
+
+    Example:
+        >>> head_only(tltf.build("keras:MobileNetV2", num_classes=3, freeze="all"))
+        True
+    """
     pre = [*preprocessing_layers(model), model.get_layer(BACKBONE_LAYER)]
     return not any(layer.trainable_weights for layer in pre)
 
@@ -224,7 +234,12 @@ def head_model(model: Any) -> Any:
 
 
 def preprocessing_layers(model: Any) -> list:
-    """The layers between the model's inputs and its backbone (preprocessing, augmentation)."""
+    """The layers between the model's inputs and its backbone (preprocessing, augmentation).
+
+    Example:
+        >>> [layer.name for layer in preprocessing_layers(model)]
+        ['image_preprocessing']
+    """
     import keras
 
     after = {id(layer) for layer in head_model(model).layers}
@@ -239,7 +254,13 @@ def preprocessing_layers(model: Any) -> list:
 
 
 def cache_key(model: Any, data: Any) -> str:
-    """Hex key of the features of `data` under `model`'s current backbone and preprocessing."""
+    """Hex key of the features of `data` under `model`'s current backbone and preprocessing.
+
+    Any change to the backbone's weights, the preprocessing, the class names or the
+    data gives another key, so a stale cache is never read. Example:
+        >>> cache_key(model, train)
+        '3f9a0c1e...'
+    """
     meta = info(model)
     pre = preprocessing_layers(model) + [model.get_layer(BACKBONE_LAYER)]
     digest = hashlib.sha256()
@@ -272,10 +293,19 @@ class CachedFeatures:
 
     @property
     def rows(self) -> int:
+        """Examples in the entry.
+
+        Example:
+            >>> cached_features(model, train).rows == len(train)
+            True
+        """
         return int(self.manifest["rows"])
 
     def dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Any:
         """A batched ``tf.data.Dataset`` of ``(features, labels)``, read shard by shard.
+
+        Example:
+            >>> features, labels = next(iter(entry.dataset(32, shuffle=True)))
 
         Up to `SHUFFLE_BYTES` of features stay in memory after the first epoch and are
         shuffled whole; a larger cache streams its shards in random order through a

@@ -44,7 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def latest_version(export_dir: str) -> str:
-    """`export_dir` if it holds a SavedModel, else its highest-numbered version folder."""
+    """`export_dir` if it holds a SavedModel, else its highest-numbered version folder.
+
+    Example:
+        >>> latest_version("export/topics")          # holds 1/, 2/ and 3/
+        'export/topics/3'
+    """
     if os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
         return export_dir
     versions = (
