@@ -55,11 +55,22 @@ class Recommendation:
     explanation: str
 
     def build_kwargs(self) -> dict:
-        """``freeze``, ``bn`` and ``lr_decay`` for `tltf.build`."""
+        """``freeze``, ``bn`` and ``lr_decay`` for `tltf.build`.
+
+        Example:
+            >>> tltf.recommend(2000, 10, similarity="medium").build_kwargs()
+            {'freeze': 'top:3', 'bn': 'frozen', 'lr_decay': 0.5}
+        """
         return {"freeze": self.freeze, "bn": self.bn, "lr_decay": self.lr_decay}
 
     def fine_tune_kwargs(self) -> dict:
-        """``epochs``, ``freeze_epochs``, ``lr``, ``head_lr`` and ``unfreeze`` for `tltf.fine_tune`."""
+        """``epochs``, ``freeze_epochs``, ``lr``, ``head_lr`` and ``unfreeze`` for `tltf.fine_tune`.
+
+        Example:
+            >>> tltf.recommend(300, 10).fine_tune_kwargs()
+            {'lr': 0.0001, 'head_lr': 0.001, 'unfreeze': 'at_once', 'epochs': 10,
+             'freeze_epochs': 0}
+        """
         keys = ("epochs", "freeze_epochs", "lr", "head_lr", "unfreeze")
         return {k: v for k, v in asdict(self).items() if k in keys}
 

@@ -39,6 +39,11 @@ class Backbone:
             ``{"shape": [224, 224, 3], "dtype": "float32"}`` or
             ``{"shape": [], "dtype": "string", "sequence_length": 128}``.
         default_lr: a fine-tuning learning rate that suits this kind of network.
+
+    Example:
+        >>> bb = tltf.load_backbone("keras:MobileNetV2", weights=None, input_shape=(96, 96, 3))
+        >>> bb.modality, bb.feature_dim, list(bb.groups)
+        ('image', 1280, ['stem', 'stage1', 'stage2', 'stage3', 'stage4', 'stage5', 'top'])
     """
 
     spec: str
@@ -53,17 +58,35 @@ class Backbone:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the spec and every weight value: keys caches, written into exports."""
+        """sha256 of the spec and every weight value: keys caches, written into exports.
+
+        Example:
+            >>> bb.fingerprint          # 16 hex digits; changes when any weight does
+            'a3e448a1716a82bd'
+        """
         if self._fingerprint is None:
             self._fingerprint = weights_fingerprint(self.spec, self.model.weights)
         return self._fingerprint
 
     def group_of(self) -> dict[str, str]:
-        """``{layer name or variable path: group}`` for every group member."""
+        """``{layer name or variable path: group}`` for every group member.
+
+        Example:
+            >>> bb.group_of()["Conv1"]
+            'stem'
+        """
         return {layer: g for g, layers in self.groups.items() for layer in layers}
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
-        """Prints each group with its parameter count and trainable state."""
+        """Prints each group with its parameter count and trainable state.
+
+        Example:
+            >>> bb.summary()
+            Backbone keras:MobileNetV2  (image, features 1280)
+            group            members       params  trainable
+            stem                   3          992  yes
+            ...
+        """
         print_fn(f"Backbone {self.spec}  ({self.modality}, features {self.feature_dim})")
         print_fn(group_table(self.model, self.groups))
 
@@ -74,6 +97,11 @@ def group_members(model: Any, groups: dict[str, list[str]]) -> dict[str, list]:
     An entry is a layer name of `model`, or, when it contains "/", the path of one
     variable (Keras layer names cannot contain "/"). Variable entries let a single
     layer that holds a whole network (a TF-Hub module) be split into groups.
+
+    Example:
+        >>> members = group_members(bb.model, bb.groups)
+        >>> [layer.name for layer in members["stem"]]
+        ['Conv1', 'bn_Conv1', 'Conv1_relu']
     """
     by_path = {w.path: w for w in model.weights}
     members: dict[str, list] = {}
@@ -86,12 +114,22 @@ def group_members(model: Any, groups: dict[str, list[str]]) -> dict[str, list]:
 
 
 def member_weights(member: Any) -> list:
-    """The weights of a group member: a layer's weights, or the variable itself."""
+    """The weights of a group member: a layer's weights, or the variable itself.
+
+    Example:
+        >>> [w.path for w in member_weights(bb.model.get_layer("Conv1"))]
+        ['Conv1/kernel']
+    """
     return list(member.weights) if hasattr(member, "weights") else [member]
 
 
 def group_table(model: Any, groups: dict[str, list[str]]) -> str:
-    """A text table of groups, parameter counts and trainable state, input side first."""
+    """A text table of groups, parameter counts and trainable state, input side first.
+
+    Example:
+        >>> print(group_table(bb.model, bb.groups).splitlines()[0])
+        group            members       params  trainable
+    """
     trainable_ids = {id(w) for w in model.trainable_weights}
     rows = [f"{'group':<16}{'members':>8}{'params':>13}  trainable"]
     for name, members in group_members(model, groups).items():
@@ -104,6 +142,12 @@ def group_table(model: Any, groups: dict[str, list[str]]) -> str:
 
 
 def weights_fingerprint(spec: str, weights: list) -> str:
+    """The first 16 hex digits of the sha256 of `spec` and each weight's path and values.
+
+    Example:
+        >>> weights_fingerprint(bb.spec, bb.model.weights) == bb.fingerprint
+        True
+    """
     digest = hashlib.sha256(spec.encode())
     for w in weights:
         digest.update(w.path.encode() if hasattr(w, "path") else b"")
@@ -112,7 +156,16 @@ def weights_fingerprint(spec: str, weights: list) -> str:
 
 
 def register_source(name: str, *aliases: str) -> Callable:
-    """Decorator: registers ``fn(target, **options) -> Backbone`` for specs ``name:target``."""
+    """Decorator: registers ``fn(target, **options) -> Backbone`` for specs ``name:target``.
+
+    `fn` also gets ``spec=`` (the whole spec string); `aliases` are other source names.
+
+    Example:
+        >>> @register_source("mine")
+        ... def load_mine(target, *, spec, **options):
+        ...     return Backbone(spec, "image", model, preprocessor, groups, 1280, input_spec)
+        >>> bb = tltf.load_backbone("mine:v2")       # calls load_mine("v2", spec="mine:v2")
+    """
 
     def decorate(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
         _SOURCES[name] = fn
@@ -124,12 +177,17 @@ def register_source(name: str, *aliases: str) -> Callable:
 
 
 def sources() -> list[str]:
-    """Names of the registered spec sources."""
+    """Names of the registered spec sources.
+
+    Example:
+        >>> tltf.sources()
+        ['file', 'hf', 'hub', 'keras', 'keras_hub']
+    """
     _import_sources()
     return sorted(_SOURCES)
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
+def _parse_spec(spec: str) -> tuple[str, str]:
     """Splits ``"source:target"``; raises `SpecError` naming the valid sources."""
     _import_sources()
     if not isinstance(spec, str) or ":" not in spec:
@@ -167,12 +225,17 @@ def load_backbone(spec: str | Backbone, **options: Any) -> Backbone:
                 "pass options only with a spec string."
             )
         return spec
-    source, target = parse_spec(spec)
+    source, target = _parse_spec(spec)
     return _SOURCES[source](target, spec=spec, **options)
 
 
 def check_sha256(path: str, expected: str | None) -> None:
-    """Refuses a weights file whose sha256 differs from `expected` (when given)."""
+    """Refuses a weights file whose sha256 differs from `expected` (when given).
+
+    Example:
+        >>> check_sha256("/models/resnet50_notop.h5", "4d473c1d...")   # BackboneUnavailable if not
+        >>> check_sha256("/models/resnet50_notop.h5", None)            # no hash: nothing checked
+    """
     if not expected:
         return
     digest = hashlib.sha256()
@@ -190,7 +253,12 @@ _SAVED_MODEL_WEIGHTS = os.path.join("variables", "variables.data-00000-of-00001"
 
 
 def find_weights_file(folder: str) -> str:
-    """The main weights file of a preset, Hugging Face or SavedModel folder (what sha256= checks)."""
+    """The main weights file of a preset, Hugging Face or SavedModel folder (what sha256= checks).
+
+    Example:
+        >>> find_weights_file("/models/minilm")
+        '/models/minilm/model.weights.h5'
+    """
     names = ("model.safetensors", "model.weights.h5", "pytorch_model.bin", _SAVED_MODEL_WEIGHTS)
     for name in names:
         path = os.path.join(folder, name)
@@ -203,7 +271,12 @@ def find_weights_file(folder: str) -> str:
 
 
 def is_download_error(exc: BaseException) -> bool:
-    """Whether `exc` (or an error it was raised from) is a failed fetch over the network."""
+    """Whether `exc` (or an error it was raised from) is a failed fetch over the network.
+
+    Example:
+        >>> is_download_error(ConnectionError("timed out")), is_download_error(KeyError("x"))
+        (True, False)
+    """
     seen = 0
     while exc is not None and seen < 10:
         text = f"{type(exc).__name__} {exc}".lower()
@@ -229,6 +302,13 @@ def download_failed(
     """A `BackboneUnavailable` for a fetch that failed, saying how to work offline.
 
     Raise it ``from None`` so that no urllib / requests traceback reaches the user.
+
+    Example:
+        >>> try:
+        ...     keras.applications.ResNet50(include_top=False)
+        ... except OSError as exc:
+        ...     raise download_failed("keras:ResNet50", "the ImageNet weights", exc,
+        ...                           cache="~/.keras", local="weights='/path/to.h5'") from None
     """
     lines = str(exc).strip().splitlines()
     reason = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__

@@ -47,7 +47,13 @@ def _parser(commands: dict) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `tltf` console script; returns the exit code."""
+    """Entry point of the `tltf` console script; returns the exit code.
+
+    Example:
+        >>> from tltf.cli import main
+        >>> main(["backbones"])             # the same as running `tltf backbones`
+        0
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = _parser(COMMANDS)
     args = parser.parse_args(argv)

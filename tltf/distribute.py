@@ -95,6 +95,10 @@ class Environment:
 
         Lists physical devices only, so MultiWorkerMirroredStrategy can still be
         created afterwards (it must come before TensorFlow's runtime starts).
+
+        Example:
+            >>> Environment.detect()              # a machine with one T4 GPU
+            Environment(tpu=None, tf_config=None, gpus=((7, 5),))
         """
         import tensorflow as tf
 
@@ -106,7 +110,13 @@ class Environment:
 
     @property
     def workers(self) -> int:
-        """Worker tasks (chief included) in the TF_CONFIG cluster; 0 without TF_CONFIG."""
+        """Worker tasks (chief included) in the TF_CONFIG cluster; 0 without TF_CONFIG.
+
+        Example:
+            >>> env = Environment(tf_config={"cluster": {"chief": ["h0:1"], "worker": ["h1:1"]}})
+            >>> env.workers
+            2
+        """
         cluster = (self.tf_config or {}).get("cluster", {})
         return sum(len(cluster.get(role, [])) for role in ("chief", "master", "worker"))
 
@@ -223,7 +233,7 @@ def _create(kind: str, env: Environment) -> Any:
     return tf.distribute.TPUStrategy(resolver)
 
 
-def tpu_kind(strategy: Any) -> str | None:
+def _tpu_kind(strategy: Any) -> str | None:
     """``"node"`` (a remote TPU host), ``"vm"`` (chips on this host), or None off TPU."""
     import tensorflow as tf
 
@@ -234,11 +244,11 @@ def tpu_kind(strategy: Any) -> str | None:
     return "node" if host not in ("", "local", "localhost", "127.0.0.1") else "vm"
 
 
-def device_type(strategy: Any, env: Environment | None = None) -> str:
+def _device_type(strategy: Any, env: Environment | None = None) -> str:
     """``"TPU"``, ``"GPU"`` or ``"CPU"``: what `strategy`'s replicas run on."""
     import tensorflow as tf
 
-    if tpu_kind(strategy):
+    if _tpu_kind(strategy):
         return "TPU"
     if type(strategy) is type(tf.distribute.get_strategy()) and not tf.distribute.has_strategy():
         env = env or Environment.detect()  # the default strategy: GPU:0 when there is one
@@ -268,7 +278,7 @@ def precision_policy(
         raise SpecError(f"precision={precision!r}; use one of {PRECISIONS}.")
     if name != "auto":
         return name
-    device = device_type(strategy or tf.distribute.get_strategy(), env)
+    device = _device_type(strategy or tf.distribute.get_strategy(), env)
     if device == "TPU":
         return "mixed_bfloat16"
     if device == "GPU":
@@ -307,6 +317,11 @@ def building(
 def builds_in_scope(build: Callable) -> Callable:
     """Decorates `tltf.build`: runs it inside `building` with its ``strategy``,
     ``precision`` and ``tpu`` arguments, passing on the strategy and policy name they resolve to.
+
+    Example:
+        >>> @builds_in_scope
+        ... def build(spec, *, strategy="auto", precision="auto", tpu=None):
+        ...     ...                     # runs in the strategy's scope, with the policy set
     """
     signature = inspect.signature(build)
 
@@ -327,6 +342,11 @@ def in_strategy_scope(func: Callable) -> Callable:
 
     Optimizers must be created in the scope of the model's strategy: `tltf.compile_model`
     makes a new one for each phase of `tltf.fine_tune`.
+
+    Example:
+        >>> @in_strategy_scope
+        ... def compile_model(model, lr=1e-4):
+        ...     model.compile(optimizer=keras.optimizers.Adam(lr))   # made in the model's scope
     """
 
     @functools.wraps(func)
@@ -345,12 +365,16 @@ def compile_options(model: Any) -> dict:
     CNN fine-tuning on CPU, and a trainable SavedModel layer recompiles every
     step. TPUs compile everything anyway and run `TPU_STEPS_PER_EXECUTION` steps
     per call. Models without the setting compile without XLA.
+
+    Example:
+        >>> compile_options(image_model)         # on one GPU
+        {'jit_compile': True, 'steps_per_execution': 1}
     """
     from tltf.layers import HubModule
     from tltf.metadata import backbone_model, info
 
     meta = info(model)
-    device = device_type(model.distribute_strategy)
+    device = _device_type(model.distribute_strategy)
     jit = meta.get("jit_compile", False)
     if jit not in (True, False, "auto"):
         raise SpecError(f"jit_compile={jit!r}; use True, False or 'auto'.")
@@ -411,11 +435,15 @@ def shard(dataset: Any, strategy: Any = None) -> Any:
     batch. A pipeline that reads record files (TFRecord, text lines) keeps
     ``AUTO``, so TensorFlow shards by ``FILE`` when there are files for every
     worker. A policy the caller set explicitly is kept.
+
+    Example:
+        >>> ds = shard(train.as_tf_dataset(32, training=True), strategy)
+        >>> model.fit(ds, epochs=3)
     """
     import tensorflow as tf
 
     policy = tf.data.experimental.AutoShardPolicy
-    if strategy is not None and not (_multi_worker(strategy) or tpu_kind(strategy)):
+    if strategy is not None and not (_multi_worker(strategy) or _tpu_kind(strategy)):
         return dataset
     if dataset.options().experimental_distribute.auto_shard_policy != policy.AUTO:
         return dataset
@@ -472,7 +500,7 @@ def preflight(dataset: Any, strategy: Any, batch_size: int | None = None) -> lis
         >>> tltf.distribute.preflight(train_ds, strategy)     # before model.fit
         []
     """
-    kind = tpu_kind(strategy)
+    kind = _tpu_kind(strategy)
     if kind is None:
         return []
     replicas = int(strategy.num_replicas_in_sync)
@@ -605,6 +633,10 @@ def patch_keras_fit(model: Any) -> list[str]:
     this model only; ``"scalar_logs"`` (MWMS: scalar logs reduced over axis 0)
     wraps Keras' module-level reducer, changing only multi-worker reductions.
     Other Keras versions get nothing. Idempotent; `tltf.compile_model` calls it.
+
+    Example:
+        >>> patch_keras_fit(model)          # under MirroredStrategy with two GPUs, Keras 3.15
+        ['first_batch']
     """
     first, end = KERAS_FIT_BUG_VERSIONS
     if not first <= _keras_version() < end:
@@ -681,6 +713,14 @@ def chief_only(writer: Callable) -> Callable:
     """Decorates ``writer(model, path, ...)`` to write through `chief_writes`.
 
     Non-chief workers return None; the chief returns what `writer` returns.
+
+    Example:
+        >>> @chief_only
+        ... def save(model, path):
+        ...     model.save(path)
+        ...     return path
+        >>> save(model, "runs/a/model.keras")      # None in the other workers
+        'runs/a/model.keras'
     """
 
     @functools.wraps(writer)
@@ -744,6 +784,11 @@ class Run:
         """`model.fit` over epochs ``[initial_epoch, epochs)``, resumed or skipped as recorded.
 
         Returns a `History` of all the phase's epochs, those of earlier processes too.
+
+        Example:
+            >>> history = run.fit(model, train_ds, initial_epoch=1, epochs=4, verbose=0)
+            >>> history.epoch
+            [1, 2, 3]
         """
         if not self.dir:
             return model.fit(data, initial_epoch=initial_epoch, epochs=epochs, **fit_kwargs)
@@ -781,7 +826,12 @@ class Run:
         return self._history(initial_epoch, epochs, history)
 
     def finish(self, model: Any) -> str | None:
-        """Writes ``model.keras`` (the chief; other workers write a temporary copy); its path."""
+        """Writes ``model.keras`` (the chief; other workers write a temporary copy); its path.
+
+        Example:
+            >>> run.finish(model)
+            'runs/topics/model.keras'
+        """
         if not self.dir:
             return None
         with chief_writes(self._path("model.keras")) as target:
@@ -826,7 +876,12 @@ class Run:
             weight.assign(arrays[f"w{i}"])
 
     def write_state(self) -> None:
-        """Writes ``tltf_run.json`` atomically (the chief only)."""
+        """Writes ``tltf_run.json`` atomically (the chief only).
+
+        Example:
+            >>> run.state["epochs"]["0"] = {"loss": 0.52}
+            >>> run.write_state()
+        """
         if not self.chief:
             return
         path = self._path(STATE_FILE)

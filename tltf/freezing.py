@@ -25,7 +25,12 @@ BN_POLICIES = ("frozen", "train")
 
 
 def trainable_groups(freeze: str | list[str], groups: list[str]) -> list[str]:
-    """The groups that train under `freeze`, in input-to-output order."""
+    """The groups that train under `freeze`, in input-to-output order.
+
+    Example:
+        >>> trainable_groups("top:2", ["embeddings", "layer_0", "layer_1"])
+        ['layer_0', 'layer_1']
+    """
     if isinstance(freeze, (list, tuple)):
         unknown = [g for g in freeze if g not in groups]
         if unknown:

@@ -70,7 +70,7 @@ def _hidden(features: Any, opts: dict) -> Any:
     return x
 
 
-def label_indices(y: Any, class_names: list[str], what: str = "Label") -> np.ndarray:
+def _label_indices(y: Any, class_names: list[str], what: str = "Label") -> np.ndarray:
     """Class indices from labels given as indices or as class names."""
     y = np.asarray(y)
     if y.dtype.kind in "iu":
@@ -94,7 +94,13 @@ def label_indices(y: Any, class_names: list[str], what: str = "Label") -> np.nda
 
 
 class Task:
-    """A head: how to build it, train it (loss, metrics, targets) and serve it."""
+    """A head: how to build it, train it (loss, metrics, targets) and serve it.
+
+    Example:
+        >>> task = tltf.heads.get_task("multilabel")
+        >>> task.name, task.options
+        ('multilabel', {'threshold': 0.5})
+    """
 
     name = ""
     options: dict = {}  # head= keys of this task, with their defaults
@@ -105,7 +111,12 @@ class Task:
     default_names: list[str] | None = None  # when build() gets no class_names
 
     def inputs(self, input_spec: dict) -> Any:
-        """The model's `keras.Input` (or a tuple of them) for the backbone's raw input."""
+        """The model's `keras.Input` (or a tuple of them) for the backbone's raw input.
+
+        Example:
+            >>> [x.name for x in get_task("text_pair").inputs({"shape": [], "dtype": "string"})]
+            ['text', 'text_pair']
+        """
         if input_spec["dtype"] == "string":
             inputs = tuple(keras.Input(shape=(), dtype="string", name=n) for n in self.text_inputs)
             return inputs[0] if len(inputs) == 1 else inputs
@@ -114,6 +125,12 @@ class Task:
         )
 
     def check_names(self, class_names: list[str]) -> None:
+        """Refuses fewer class names than the task needs (`min_names`).
+
+        Example:
+            >>> get_task("classification").check_names(["cat"])
+            SpecError: task='classification' needs at least 2 classes, got ['cat'].
+        """
         if len(class_names) < self.min_names:
             need = f"{self.min_names} classes" if self.min_names > 1 else "one name"
             raise SpecError(f"task={self.name!r} needs at least {need}, got {class_names}.")
@@ -122,20 +139,50 @@ class Task:
         raise NotImplementedError
 
     def loss(self, meta: dict) -> Any:
+        """The default loss (``tltf.build(loss=...)`` replaces it); `meta` is `tltf.info`.
+
+        Example:
+            >>> get_task("classification").loss(tltf.info(model)).name
+            'sparse_categorical_crossentropy'
+        """
         raise NotImplementedError
 
     def metrics(self, meta: dict) -> list:
+        """The default metrics (``tltf.build(metrics=...)`` replaces them).
+
+        Example:
+            >>> [m.name for m in get_task("regression").metrics(tltf.info(model))]
+            ['mae', 'rmse']
+        """
         return []
 
     def prepare(self, x: Any, y: Any, meta: dict) -> tuple[Any, Any]:
-        """User arrays -> ``(x, y)`` for ``tf.data.Dataset.from_tensor_slices``."""
+        """User arrays -> ``(x, y)`` for ``tf.data.Dataset.from_tensor_slices``.
+
+        Example:
+            >>> meta = {"input_spec": {"shape": [], "dtype": "string"}, "class_names": ["a", "b"]}
+            >>> get_task("classification").prepare(["first text", "second"], ["b", "a"], meta)
+            (['first text', 'second'], array([1, 0]))
+        """
         return _inputs(x, meta, self), self.targets(y, meta)
 
     def targets(self, y: Any, meta: dict) -> np.ndarray:
-        return label_indices(y, meta["class_names"])
+        """The training targets for labels `y` (class names or indices).
+
+        Example:
+            >>> get_task("classification").targets(["dog", "cat"], {"class_names": ["cat", "dog"]})
+            array([1, 0])
+        """
+        return _label_indices(y, meta["class_names"])
 
     def serve(self, model: Any, inputs: Any, meta: dict) -> dict:
-        """The named outputs of the exported SavedModel for a batch of raw `inputs`."""
+        """The named outputs of the exported SavedModel for a batch of raw `inputs`.
+
+        Example:
+            >>> task, meta = get_task("classification"), tltf.info(model)
+            >>> sorted(task.serve(model, tf.constant(["a goal"]), meta))
+            ['label', 'scores', 'top_k_labels', 'top_k_scores']
+        """
         raise NotImplementedError
 
 
@@ -155,7 +202,11 @@ def _inputs(x: Any, meta: dict, task: Task) -> Any:
 
 
 class Classification(Task):
-    """Single-label classification: logits in the model, softmax probabilities when served."""
+    """Single-label classification: logits in the model, softmax probabilities when served.
+
+    Example:
+        >>> model = tltf.build(spec, task="classification", class_names=["cat", "dog"])
+    """
 
     name = "classification"
 
@@ -170,7 +221,13 @@ class Classification(Task):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
     def serve(self, model: Any, inputs: Any, meta: dict) -> dict:
-        """``scores``, ``label``, ``top_k_labels``, ``top_k_scores``."""
+        """``scores``, ``label``, ``top_k_labels``, ``top_k_scores``.
+
+        Example:
+            >>> task, meta = get_task("classification"), tltf.info(model)
+            >>> task.serve(model, tf.constant(["level up"]), meta)["label"].numpy()
+            array([b'games'], dtype=object)
+        """
         import tensorflow as tf
 
         class_names = list(meta["class_names"])
@@ -188,7 +245,12 @@ class Classification(Task):
 class TextPair(Classification):
     """Sentence-pair classification (entailment, duplicates): both texts go through the
     backbone's pair input (``[CLS] a [SEP] b [SEP]`` with segment ids). Inputs are
-    ``(texts, second_texts)``; the export takes ``text`` and ``text_pair``."""
+    ``(texts, second_texts)``; the export takes ``text`` and ``text_pair``.
+
+    Example:
+        >>> model = tltf.build(spec, task="text_pair", class_names=["different", "same"])
+        >>> tltf.fine_tune(model, ((questions, other_questions), labels))
+    """
 
     name = "text_pair"
     text_inputs = ("text", "text_pair")
@@ -199,6 +261,10 @@ class Multilabel(Task):
 
     ``head={"threshold": 0.5}`` (one number, or one per label) is stored in the
     model; change it after training with ``tltf.info(model)["head"]["threshold"] = t``.
+
+    Example:
+        >>> model = tltf.build(spec, task="multilabel", class_names=["sky", "tree", "water"],
+        ...                    head={"threshold": 0.4})
     """
 
     name = "multilabel"
@@ -222,7 +288,14 @@ class Multilabel(Task):
         ]
 
     def targets(self, y: Any, meta: dict) -> np.ndarray:
-        """A numeric 2-D 0/1 array ``[N, C]`` (multi-hot), or per example a list of labels."""
+        """A numeric 2-D 0/1 array ``[N, C]`` (multi-hot), or per example a list of labels.
+
+        Example:
+            >>> get_task("multilabel").targets([["b"], [], ["a", "b"]], {"class_names": ["a", "b"]})
+            array([[0., 1.],
+                   [0., 0.],
+                   [1., 1.]], dtype=float32)
+        """
         names = meta["class_names"]
         if isinstance(y, np.ndarray) and y.ndim == 2 and y.dtype.kind in "biuf":
             if y.shape[1] != len(names) or not np.isin(y, (0, 1)).all():
@@ -235,12 +308,18 @@ class Multilabel(Task):
         for i, labels in enumerate(y):
             labels = [labels] if isinstance(labels, (str, int, np.integer)) else list(labels)
             if labels:
-                out[i, label_indices(labels, names, what=f"Example {i}: label")] = 1.0
+                out[i, _label_indices(labels, names, what=f"Example {i}: label")] = 1.0
         return out
 
     def serve(self, model: Any, inputs: Any, meta: dict) -> dict:
         """``scores`` ``[B, C]``; ``predicted`` 0/1 per label; ``labels``: the names at or
-        above the threshold, highest score first, then "" (``[B, C]``)."""
+        above the threshold, highest score first, then "" (``[B, C]``).
+
+        Example:
+            >>> out = get_task("multilabel").serve(model, images, tltf.info(model))
+            >>> out["labels"].numpy()[0]
+            array([b'sky', b'tree', b''], dtype=object)
+        """
         import tensorflow as tf
 
         names = list(meta["class_names"])
@@ -268,7 +347,13 @@ def _thresholds(threshold: Any, class_names: list[str]) -> list[float]:
 class TargetScale(keras.layers.Layer):
     """``z * std + mean``: the regression head predicts standardized values `z`, and the
     model outputs the targets' own units. `mean` and `std` are weights of the model,
-    set from the training targets by `adapt_targets` (`tltf.fine_tune` does it)."""
+    set from the training targets by `adapt_targets` (`tltf.fine_tune` does it).
+
+    Example:
+        >>> layer = model.get_layer("target_scale")      # in a regression model
+        >>> layer.mean.numpy(), layer.std.numpy()
+        (array([3.9], dtype=float32), array([0.8], dtype=float32))
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -293,6 +378,10 @@ class Regression(Task):
     original units; the statistics are stored in the model. The loss is the mean
     squared error, in the original units (Adam, tltf's optimizer, is invariant to
     that scale).
+
+    Example:
+        >>> model = tltf.build(spec, task="regression", class_names=["stars"])
+        >>> tltf.fine_tune(model, (texts, stars))        # stars: numbers
     """
 
     name = "regression"
@@ -330,7 +419,14 @@ class Regression(Task):
         return y
 
     def serve(self, model: Any, inputs: Any, meta: dict) -> dict:
-        """``predictions`` ``[B, k]``, in the targets' units (labels.txt names the columns)."""
+        """``predictions`` ``[B, k]``, in the targets' units (labels.txt names the columns).
+
+        Example:
+            >>> task, meta = get_task("regression"), tltf.info(model)
+            >>> task.serve(model, tf.constant(["great", "meh"]), meta)["predictions"].numpy()
+            array([[4.6],
+                   [2.9]], dtype=float32)
+        """
         import tensorflow as tf
 
         return {"predictions": tf.cast(model(inputs, training=False), tf.float32)}
@@ -368,7 +464,14 @@ def _tag_correct(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="tltf")
 class TokenAccuracy(keras.metrics.MeanMetricWrapper):
-    """Share of words whose tag is right; padding (-1) and untagged words do not count."""
+    """Share of words whose tag is right; padding (-1) and untagged words do not count.
+
+    Example:
+        >>> metric = TokenAccuracy()
+        >>> metric.update_state([[1, -1]], [[[0.2, 0.8], [0.9, 0.1]]])    # -1: padding
+        >>> float(metric.result())
+        1.0
+    """
 
     def __init__(self, name: str = "accuracy", dtype: Any = None) -> None:
         super().__init__(fn=_tag_correct, name=name, dtype=dtype)
@@ -391,6 +494,11 @@ class TokenClassification(Task):
     with ``features="words"``), so labels are per word, not per word piece: train on
     ``(texts, tags)`` where ``tags[i]`` has one tag (name or index) per word of
     ``texts[i]``. Words past the backbone's sequence length get no tag.
+
+    Example:
+        >>> model = tltf.build("keras_hub:/models/bert", task="token_classification",
+        ...                    class_names=["O", "PER", "LOC"])
+        >>> tltf.fine_tune(model, (["Ada lives in Paris"], [["PER", "O", "O", "LOC"]]))
     """
 
     name = "token_classification"
@@ -412,7 +520,14 @@ class TokenClassification(Task):
         return [TokenAccuracy()]
 
     def prepare(self, x: Any, y: Any, meta: dict) -> tuple[Any, Any]:
-        """Texts, and the tags padded with -1 per batch (a ragged tensor)."""
+        """Texts, and the tags padded with -1 per batch (a ragged tensor).
+
+        Example:
+            >>> texts, tags = get_task("token_classification").prepare(
+            ...     ["Ada wrote"], [["PER", "O"]], tltf.info(model))    # classes ["O", "PER"]
+            >>> tags.to_list()
+            [[1, 0]]
+        """
         import tensorflow as tf
 
         texts = _inputs(x, meta, self)
@@ -426,13 +541,20 @@ class TokenClassification(Task):
                     f"Example {i}: {n} words (split on whitespace) but "
                     f"{1 if isinstance(tags, str) else len(tags)} tags: {texts[i][:80]!r}."
                 )
-            rows.append(label_indices(list(tags), meta["class_names"], what=f"Example {i}: tag"))
+            rows.append(_label_indices(list(tags), meta["class_names"], what=f"Example {i}: tag"))
         return texts, tf.ragged.constant(rows, dtype=tf.int64, ragged_rank=1)
 
     def serve(self, model: Any, inputs: Any, meta: dict) -> dict:
         """``words`` ``[B, W]`` (the whitespace-separated words, "" padded), ``tags``
         ``[B, W]`` ("" for padding and for words past the sequence length), ``scores``
-        ``[B, W, C]`` softmax per word."""
+        ``[B, W, C]`` softmax per word.
+
+        Example:
+            >>> task = get_task("token_classification")
+            >>> out = task.serve(model, tf.constant(["Ada wrote"]), tltf.info(model))
+            >>> out["words"].numpy().tolist(), out["tags"].numpy().tolist()
+            ([[b'Ada', b'wrote']], [[b'PER', b'O']])
+        """
         import tensorflow as tf
 
         scores = tf.nn.softmax(tf.cast(model(inputs, training=False), tf.float32), axis=-1)
@@ -446,7 +568,13 @@ class TokenClassification(Task):
 class SupervisedContrastiveLoss(keras.losses.Loss):
     """In-batch supervised contrastive loss (Khosla et al. 2020) on unit-length embeddings:
     each example is pulled towards the other examples of its class in the batch and
-    pushed from the rest; examples with no same-class partner in the batch add 0."""
+    pushed from the rest; examples with no same-class partner in the batch add 0.
+
+    Example:
+        >>> loss = SupervisedContrastiveLoss(temperature=0.1)
+        >>> float(loss([0, 0, 1], np.array([[1, 0], [1, 0], [0, 1]], "float32")))  # near 0
+        3.0517578125e-05
+    """
 
     def __init__(self, temperature: float = 0.1, name: str = "supervised_contrastive", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -470,7 +598,14 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="tltf")
 class NeighbourAccuracy(keras.metrics.Mean):
-    """Share of examples whose nearest other example in the batch has the same class."""
+    """Share of examples whose nearest other example in the batch has the same class.
+
+    Example:
+        >>> metric = NeighbourAccuracy()
+        >>> metric.update_state([0, 0, 1], np.array([[1, 0], [0.8, 0.6], [0, 1]], "float32"))
+        >>> float(metric.result())          # the third one's nearest is of class 0
+        0.6666666865348816
+    """
 
     def __init__(self, name: str = "neighbour_accuracy", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
@@ -493,6 +628,10 @@ class Embedding(Task):
     Trained on class labels with an in-batch supervised contrastive loss, so that
     texts or images of one class lie close together; cosine similarity is then a
     dot product. Served as ``embedding`` ``[B, dim]``.
+
+    Example:
+        >>> model = tltf.build(spec, task="embedding", class_names=names, head={"dim": 64})
+        >>> vectors = model(tf.constant(["a cat", "a dog"]))      # [2, 64], unit length
     """
 
     name = "embedding"
@@ -510,7 +649,13 @@ class Embedding(Task):
         return [NeighbourAccuracy()]
 
     def serve(self, model: Any, inputs: Any, meta: dict) -> dict:
-        """``embedding`` ``[B, dim]``: unit length, compare with a dot product."""
+        """``embedding`` ``[B, dim]``: unit length, compare with a dot product.
+
+        Example:
+            >>> task, meta = get_task("embedding"), tltf.info(model)
+            >>> task.serve(model, tf.constant(["a", "b"]), meta)["embedding"].shape   # dim 128
+            TensorShape([2, 128])
+        """
         import tensorflow as tf
 
         return {"embedding": tf.cast(model(inputs, training=False), tf.float32)}
@@ -530,7 +675,12 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str) -> Task:
-    """The `Task` registered under `name`."""
+    """The `Task` registered under `name` (one of `TASKS`).
+
+    Example:
+        >>> get_task("regression").data_hints
+        ('regression',)
+    """
     if name not in TASKS:
         raise SpecError(f"task={name!r}; known tasks: {', '.join(TASKS)}.")
     return TASKS[name]

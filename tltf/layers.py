@@ -27,6 +27,10 @@ class ImagePreprocessing(keras.layers.Layer):
     "tf" scales to [-1, 1], "torch" to ImageNet mean/std, "caffe" flips to BGR and
     subtracts the ImageNet mean; "unit" scales to [0, 1]; "none" passes pixels
     through, for networks that normalize inside (EfficientNet, ConvNeXt, ...).
+
+    Example:
+        >>> ImagePreprocessing("tf")(np.array([[[0.0, 127.5, 255.0]]]))
+        <tf.Tensor: shape=(1, 1, 3), dtype=float32, numpy=array([[[-1.,  0.,  1.]]], dtype=float32)>
     """
 
     def __init__(self, mode: str = "none", **kwargs: Any) -> None:
@@ -64,6 +68,12 @@ class TextPreprocessor(keras.layers.Layer):
     training, evaluation and the exported graph all tokenize the same way.
     Inputs may be a string tensor or a tuple of two (text pairs); `feature_names`
     are the backbone's inputs (RoBERTa-type models take no segment ids).
+
+    Example:
+        >>> pre = TextPreprocessor(keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        ...     "/models/bert", sequence_length=512))
+        >>> pre(tf.constant(["a short text"]))["token_ids"].shape      # not [1, 512]
+        TensorShape([1, 5])
     """
 
     def __init__(
@@ -81,6 +91,12 @@ class TextPreprocessor(keras.layers.Layer):
 
     @property
     def sequence_length(self) -> int:
+        """The most tokens a text is cut to (the wrapped preprocessor's setting).
+
+        Example:
+            >>> model.get_layer("text_preprocessor").sequence_length
+            128
+        """
         return int(self.preprocessor.sequence_length)
 
     def call(self, inputs):
@@ -119,6 +135,10 @@ class TltfInfo(keras.layers.Layer):
 
     The metadata (task, class names, backbone spec, layer groups, freeze policy,
     fingerprint, input spec) is plain JSON, read back with `tltf.info(model)`.
+
+    Example:
+        >>> model.get_layer("tltf_info").info["task"]      # what tltf.info(model) reads
+        'classification'
     """
 
     def __init__(self, info: dict | str | None = None, **kwargs: Any) -> None:
@@ -141,6 +161,10 @@ def load_saved_model(handle: str) -> Any:
 
     Text preprocessing SavedModels use tf-text ops, which exist only after
     ``import tensorflow_text``; that import is slow, so it happens on demand.
+
+    Example:
+        >>> module = load_saved_model("/models/bert_en_uncased_preprocess")
+        >>> module.tokenize(tf.constant(["hello world"]))
     """
     import tensorflow_hub as hub
 
@@ -154,7 +178,7 @@ def load_saved_model(handle: str) -> Any:
         return hub.load(handle)
 
 
-def saved_model_endpoint(module: Any, endpoint: str | None = None) -> tuple[Any, str]:
+def _saved_model_endpoint(module: Any, endpoint: str | None = None) -> tuple[Any, str]:
     """``(function, name)``: `endpoint` of a loaded SavedModel, else the first it has of
     ``__call__`` (TF-Hub reusable SavedModels), ``serve`` (Keras exports), ``serving_default``."""
     names = [endpoint] if endpoint else ["__call__", "serve", "serving_default"]
@@ -212,7 +236,7 @@ class HubModule(keras.layers.Layer):
         self.arguments = dict(arguments or {})
         self.bn = bn
         self._module = load_saved_model(handle)
-        self._fn, self._endpoint = saved_model_endpoint(self._module, endpoint)
+        self._fn, self._endpoint = _saved_model_endpoint(self._module, endpoint)
         self._takes_training = self._endpoint == "__call__" and any(
             len(f.structured_input_signature[0]) > 1
             or "training" in f.structured_input_signature[1]
@@ -287,6 +311,11 @@ class HubTextPreprocessor(keras.layers.Layer):
     Uses the module's ``tokenize`` + ``bert_pack_inputs(seq_length=...)`` when it
     has them (TF-Hub BERT preprocessors do), else calls it. Like `TextPreprocessor`,
     it trims the padding columns that no text in the batch uses.
+
+    Example:
+        >>> pre = HubTextPreprocessor("/models/bert_en_uncased_preprocess", sequence_length=128)
+        >>> sorted(pre(tf.constant(["hello world"])))
+        ['input_mask', 'input_type_ids', 'input_word_ids']
     """
 
     FEATURES = ("input_word_ids", "input_mask", "input_type_ids")
@@ -323,6 +352,10 @@ def saved_model_dependencies(model: Any) -> list:
 
     An export must track them: their functions capture resources, like a
     tokenizer's vocabulary table, that ``model.weights`` does not hold.
+
+    Example:
+        >>> module = tf.Module()
+        >>> module.dependencies = saved_model_dependencies(model)     # [] without TF-Hub layers
     """
     return [
         layer._module

@@ -28,6 +28,11 @@ class LRFindResult:
         lrs, losses, smoothed: per step.
         plot: the PNG written, or None (see `note`).
         note: why there is no plot, or why the sweep stopped early.
+
+    Example:
+        >>> found = tltf.lr_find(model, train, plot=None)
+        >>> found.suggestion, found.min_lr_over_10
+        (0.0012, 0.00085)
     """
 
     suggestion: float

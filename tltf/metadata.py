@@ -30,13 +30,23 @@ def info(model: Any) -> dict:
 
 
 def backbone_model(model: Any) -> Any:
-    """The nested backbone network inside a tltf model."""
+    """The nested backbone network inside a tltf model.
+
+    Example:
+        >>> backbone_model(model).name
+        'backbone'
+    """
     info(model)
     return model.get_layer(BACKBONE_LAYER)
 
 
 def group_members(model: Any) -> dict[str, list]:
-    """Ordered ``{group: [layers or variables]}`` of the backbone inside a tltf model."""
+    """Ordered ``{group: [layers or variables]}`` of the backbone inside a tltf model.
+
+    Example:
+        >>> [layer.name for layer in group_members(model)["stem"]]     # keras:MobileNetV2
+        ['Conv1', 'bn_Conv1', 'Conv1_relu']
+    """
     from tltf.backbone import group_members as resolve
 
     return resolve(backbone_model(model), info(model)["groups"])

@@ -55,13 +55,25 @@ def group_multipliers(lr_decay: float | dict | None, groups: list[str]) -> dict[
 
 
 def check_lr_decay(lr_decay: float | dict | None, groups: list[str]) -> float | dict | None:
-    """Validates `lr_decay` for `groups`; returns it in the JSON form stored in `tltf.info`."""
+    """Validates `lr_decay` for `groups`; returns it in the JSON form stored in `tltf.info`.
+
+    Example:
+        >>> check_lr_decay({"layer_0": 0.1}, ["embeddings", "layer_0", "layer_1"])
+        {'layer_0': 0.1}
+        >>> check_lr_decay({"layer_9": 0.1}, ["embeddings", "layer_0", "layer_1"])
+        SpecError: lr_decay names unknown groups ['layer_9']; groups are ['embeddings', ...].
+    """
     group_multipliers(lr_decay, groups)
     return dict(lr_decay) if isinstance(lr_decay, dict) else lr_decay
 
 
 def group_variables(model: Any) -> dict[str, list]:
-    """``{group: [variables]}`` of a tltf model's backbone, input side first."""
+    """``{group: [variables]}`` of a tltf model's backbone, input side first.
+
+    Example:
+        >>> [v.path for v in group_variables(model)["stem"]][:2]     # keras:MobileNetV2
+        ['Conv1/kernel', 'bn_Conv1/gamma']
+    """
     members = group_members(backbone_model(model), info(model)["groups"])
     return {g: [w for m in ms for w in member_weights(m)] for g, ms in members.items()}
 

@@ -137,6 +137,10 @@ def load_image(data: Any, height: int, width: int) -> Any:
 
     This is the decode + resize that both training and an exported serving
     signature should use, so that the two see the same pixels.
+
+    Example:
+        >>> load_image(tf.io.read_file("cat.jpg"), 224, 224).shape
+        TensorShape([224, 224, 3])
     """
     import tensorflow as tf
 
@@ -164,7 +168,9 @@ def augmentation_layers(preset: str = "light", seed: int | None = None) -> Any:
     Presets: "none" (identity), "light" (flip, small rotation/zoom/contrast), "strong"
     (flip, larger rotation/zoom/contrast, translation). Input is raw 0-255 pixels, so
     put the layers right after the model input, before the backbone's preprocessing;
-    leave them out of exports. Example:
+    leave them out of exports.
+
+    Example:
         >>> aug = tltf.data.augmentation_layers("light")
         >>> x = aug(inputs)          # inside a functional model
     """

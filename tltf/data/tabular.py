@@ -113,7 +113,9 @@ def from_jsonl(
     """Loads a JSON Lines file: one JSON object per line, keys as in `from_csv`.
 
     A label that is a list (``{"text": "...", "label": ["a", "b"]}``) makes the
-    data multi-label. Example:
+    data multi-label.
+
+    Example:
         >>> train = tltf.data.from_jsonl("reviews.jsonl", text_column="review", label_column="stars")
     """
     path = os.fspath(path)
@@ -175,7 +177,9 @@ def from_arrays(
     x: strings (text), or an image array ``[N, H, W]`` / ``[N, H, W, 1|3|4]`` of 0-255
     pixels. y: class labels (strings, or ints that index `class_names`), or a 2-D
     0/1 array ``[N, C]`` for multi-label. `targets` instead of y: regression values.
-    x2: second texts for text pairs. Example:
+    x2: second texts for text pairs.
+
+    Example:
         >>> data = tltf.data.from_arrays(df["review"], df["label"], validation_split=0.2)
     """
     xs = _to_numpy(x, "x")
