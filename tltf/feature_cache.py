@@ -101,7 +101,9 @@ def fit_head(
 ) -> Any:
     """Trains the head of a compiled, frozen tltf model on cached features; None when not applicable.
 
-    Example (what `tltf.fine_tune` does in a head-only phase):
+    What `tltf.fine_tune` does in a head-only phase.
+
+    Example:
         >>> history = fit_head(model, train, val, epochs=5) or model.fit(...)
 
     Args:
@@ -257,7 +259,9 @@ def cache_key(model: Any, data: Any) -> str:
     """Hex key of the features of `data` under `model`'s current backbone and preprocessing.
 
     Any change to the backbone's weights, the preprocessing, the class names or the
-    data gives another key, so a stale cache is never read. Example:
+    data gives another key, so a stale cache is never read.
+
+    Example:
         >>> cache_key(model, train)
         '3f9a0c1e...'
     """

@@ -164,7 +164,9 @@ class Dataset:
         """Per-class loss weights for imbalanced data, for ``fit(class_weight=...)``.
 
         "balanced" weighs class c by ``n_examples / (n_classes * n_c)``, as scikit-learn
-        does, so every class contributes equally to the loss. Example:
+        does, so every class contributes equally to the loss.
+
+        Example:
             >>> tltf.fine_tune(model, train, class_weight=train.class_weight("balanced"))
         """
         if mode != "balanced":
@@ -211,7 +213,9 @@ class Dataset:
         """The same examples with labels re-indexed to `names` (e.g. a trained model's classes).
 
         A label outside `names`, such as one never seen in training, raises a
-        `DataError` that names its file and row. Example:
+        `DataError` that names its file and row.
+
+        Example:
             >>> test = test.with_class_names(tltf.info(model)["class_names"])
         """
         names = [str(c) for c in names]
@@ -396,7 +400,9 @@ def split_dataset(
     """Splits into ``(train[, validation][, test])``, stratified by class, seeded.
 
     With no split asked, returns `data` itself. Each class keeps at least one
-    training example. Example:
+    training example.
+
+    Example:
         >>> train, val = split_dataset(data, 0.1, None, seed=0)
     """
     fractions = {"validation": validation_split, "test": test_split}
