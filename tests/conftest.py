@@ -23,27 +23,30 @@ def feature_cache_dir(tmp_path_factory) -> str:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory) -> str:
-    """A 2-layer BERT (hidden 16) with a small vocabulary, saved as a KerasHub preset folder."""
+def save_tiny_bert(folder: str, seed: int = 0, **backbone_options) -> str:
+    """Saves a 2-layer BERT (hidden 16) with a small vocabulary as a KerasHub preset folder."""
     import keras
     import keras_hub
 
-    keras.utils.set_random_seed(0)
-    folder = str(tmp_path_factory.mktemp("tiny_bert"))
+    keras.utils.set_random_seed(seed)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(WORDS)]
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
-    backbone = keras_hub.models.BertBackbone(
+    keras_hub.models.BertBackbone(
         vocabulary_size=len(vocab),
         num_layers=2,
         num_heads=2,
         hidden_dim=16,
         intermediate_dim=32,
         max_sequence_length=32,
-    )
-    backbone.save_to_preset(folder)
-    tokenizer.save_to_preset(folder)
+        **backbone_options,
+    ).save_to_preset(folder)
+    keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True).save_to_preset(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> str:
+    """The tiny BERT of `save_tiny_bert`, shared by the whole session."""
+    return save_tiny_bert(str(tmp_path_factory.mktemp("tiny_bert")))
 
 
 @pytest.fixture(scope="session")

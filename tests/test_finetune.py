@@ -34,24 +34,10 @@ def eager():
 
 @pytest.fixture(scope="module")
 def still_bert_dir(tmp_path_factory) -> str:
-    """A 2-layer BERT preset without dropout, so that one training step is deterministic."""
-    import keras_hub
-    from conftest import WORDS
+    """The tiny BERT without dropout, so that one training step is deterministic."""
+    from conftest import save_tiny_bert
 
-    keras.utils.set_random_seed(1)
-    folder = str(tmp_path_factory.mktemp("still_bert"))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(WORDS)]
-    keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocab),
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=32,
-        dropout=0.0,
-    ).save_to_preset(folder)
-    keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True).save_to_preset(folder)
-    return folder
+    return save_tiny_bert(str(tmp_path_factory.mktemp("still_bert")), seed=1, dropout=0.0)
 
 
 @pytest.fixture(scope="module")
