@@ -528,6 +528,10 @@ def test_predict_feeds_text_pairs(tmp_path, task_exports, capsys):
     run, args = predict_args(folder, "only one text")
     with pytest.raises(TltfError, match="Input 1 .* takes text pairs"):
         run(args)
+    from tltf.commands.predict import predict
+
+    with pytest.raises(TltfError, match="Input 2 has 3 parts"):
+        predict(folder, [("a", "b"), ("a", "b", "c")])
 
 
 def load_grpc_client():

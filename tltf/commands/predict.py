@@ -124,6 +124,8 @@ def _pair_columns(inputs: list, separator: str) -> list[list[str]]:
                     "with --column FIRST --column SECOND."
                 )
             item = [part.strip() for part in item.split(separator, 1)]
+        if len(item) != 2:
+            raise TltfError(f"Input {i + 1} has {len(item)} parts; a text pair has two.")
         first, second = item
         firsts.append(first)
         seconds.append(second)
