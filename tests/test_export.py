@@ -501,6 +501,9 @@ def test_predict_reads_a_csv_column(tmp_path, exports, image_files, capsys):
     run, args = predict_args(exports["image"], table, "--column", "file")
     with pytest.raises(TltfError, match="no column 'file'"):
         run(args)
+    run, args = predict_args(exports["image"], table, "--column", "path", "--column", "note")
+    with pytest.raises(TltfError, match="takes one input each, not pairs"):
+        run(args)
     run, args = predict_args(exports["image"], str(tmp_path / "missing.png"))
     with pytest.raises(TltfError, match="no such image file"):
         run(args)

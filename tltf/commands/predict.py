@@ -98,6 +98,8 @@ def predict(
         raise TltfError(
             f"Signature {signature!r} takes {names}; tltf predict feeds one input or a text pair."
         )
+    if len(names) == 1 and any(not isinstance(x, str) for x in inputs):
+        raise TltfError(f"{folder} takes one input each, not pairs: give texts or file paths.")
     columns = _pair_columns(inputs, separator) if len(names) == 2 else [list(inputs)]
     rows = []
     for start in range(0, len(inputs), batch_size):
@@ -133,15 +135,12 @@ def _pair_columns(inputs: list, separator: str) -> list[list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.column:
-        inputs: list = list(args.inputs)
-    elif len(args.column) == 1:
-        inputs = _read_column(args.inputs, args.column[0])
-    elif len(args.column) == 2:
-        firsts, seconds = (_read_column(args.inputs, c) for c in args.column)
-        inputs = list(zip(firsts, seconds, strict=True))
-    else:
+    if args.column and len(args.column) > 2:
         raise TltfError(f"--column was given {len(args.column)} times; give it once, or twice.")
+    inputs: list = list(args.inputs)
+    if args.column:
+        table = _read_columns(inputs, args.column)
+        inputs = [row[0] for row in table] if len(args.column) == 1 else table
     rows = predict(args.export_dir, inputs, args.signature, args.batch_size, args.separator)
     if args.json:
         shown = [x if isinstance(x, str) else list(x) for x in inputs]
@@ -184,23 +183,32 @@ def _read_image(path: str) -> bytes:
         return fh.read()
 
 
-def _read_column(files: list[str], column: str) -> list[str]:
-    """Values of `column` in each CSV file; relative image paths resolve against the CSV's folder."""
+def _read_columns(files: list[str], columns: list[str]) -> list[tuple[str, ...]]:
+    """Each row's values of `columns`, over the CSV files; relative image paths resolve
+    against the CSV's folder."""
     values = []
     for file in files:
         try:
             with open(file, newline="", encoding="utf-8") as fh:
                 reader = csv.DictReader(fh)
-                if column not in (reader.fieldnames or []):
-                    raise TltfError(f"{file}: no column {column!r}; columns: {reader.fieldnames}.")
-                rows = [row[column] for row in reader]
+                for column in columns:
+                    if column not in (reader.fieldnames or []):
+                        raise TltfError(
+                            f"{file}: no column {column!r}; columns: {reader.fieldnames}."
+                        )
+                rows = [tuple(row[c] for c in columns) for row in reader]
         except OSError as exc:
             raise TltfError(f"{file}: cannot read ({exc.strerror}).") from None
         folder = os.path.dirname(os.path.abspath(file))
-        for value in rows:
-            beside_csv = os.path.join(folder, value)
-            values.append(beside_csv if os.path.isfile(beside_csv) else value)
+        for row in rows:
+            values.append(tuple(_beside(folder, value) for value in row))
     return values
+
+
+def _beside(folder: str, value: str) -> str:
+    """`value` as a path in `folder` if such a file exists there, else `value` unchanged."""
+    path = os.path.join(folder, value)
+    return path if os.path.isfile(path) else value
 
 
 def _import_text_ops() -> None:
