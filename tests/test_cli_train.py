@@ -11,6 +11,7 @@ import os
 import pytest
 import yaml
 
+import tltf
 from tltf.cli import main
 
 
@@ -47,6 +48,7 @@ def trained(tiny_bert_dir, text_csvs, tmp_path_factory):
         "data": str(text_csvs / "train.csv"),
         "test_data": str(text_csvs / "test.csv"),
         "epochs": 5,  # the flag below wins
+        "freeze_epochs": 1,  # fixed lengths: one head epoch, then --epochs
         "batch_size": 8,
         "freeze": ["layer_1"],
         "lr": "1e-3",  # YAML reads 1e-3 as a string; the config takes it as a number
@@ -73,7 +75,9 @@ def test_run_folder_holds_config_logs_checkpoint_model_metrics_and_plots(trained
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["epochs"] == 1  # the flag overrode the file's 5
     assert saved["batch_size"] == 8 and saved["freeze"] == ["layer_1"] and saved["lr"] == 1e-3
-    assert saved["head_lr"] == 5e-3 and saved["run_dir"] == str(run_dir)  # defaults, resolved
+    assert saved["head_lr"] == tltf.recipe.HEAD_LR and saved["run_dir"] == str(
+        run_dir
+    )  # defaults, resolved
     for part in ("train", "validation"):
         assert any(f.startswith("events.out.tfevents") for f in os.listdir(run_dir / "logs" / part))
     state = json.loads((run_dir / "tltf_run.json").read_text())  # resume state

@@ -8,7 +8,7 @@ import os
 import pytest
 import yaml
 
-from tltf import config
+from tltf import config, recipe
 from tltf.config import ConfigError
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs", "cli.md")
@@ -26,7 +26,7 @@ def test_resolve_layers_defaults_file_and_overrides(tmp_path):
     assert cfg["epochs"] == 1  # override beats file
     assert cfg["batch_size"] == 16  # file beats default
     assert cfg["freeze"] == ["layer_3", "layer_4"]
-    assert cfg["seed"] == 0 and cfg["head_lr"] == 5e-3  # defaults fill the rest
+    assert cfg["seed"] == 0 and cfg["head_lr"] == recipe.HEAD_LR  # defaults fill the rest
     assert set(cfg) == set(config.BY_NAME)
 
 

@@ -26,7 +26,7 @@ def extractions(monkeypatch) -> list:
     real = feature_cache._extract
 
     def counting(model, data, *args, **kwargs):
-        calls.append(feature_cache._size(data))
+        calls.append(feature_cache.num_examples(data))
         return real(model, data, *args, **kwargs)
 
     monkeypatch.setattr(feature_cache, "_extract", counting)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tltf import recipe
 from tltf.errors import SpecError
 
 SIMILARITIES = ("high", "medium", "low")
@@ -49,8 +50,8 @@ class Recommendation:
     head_lr: float
     lr_decay: float | None
     unfreeze: str
-    epochs: int
-    freeze_epochs: int
+    epochs: int | None
+    freeze_epochs: int | None
     data_size: str
     explanation: str
 
@@ -68,8 +69,11 @@ class Recommendation:
 
         Example:
             >>> tltf.recommend(300, 10).fine_tune_kwargs()
-            {'lr': 0.0001, 'head_lr': 0.001, 'unfreeze': 'at_once', 'epochs': 10,
-             'freeze_epochs': 0}
+            {'lr': 0.0001, 'head_lr': 0.003, 'unfreeze': 'at_once', 'epochs': None,
+             'freeze_epochs': None}
+
+        None epochs are `tltf.fine_tune`'s own default: sized by the data, with early
+        stopping (`tltf.recipe`).
         """
         keys = ("epochs", "freeze_epochs", "lr", "head_lr", "unfreeze")
         return {k: v for k, v in asdict(self).items() if k in keys}
@@ -109,13 +113,14 @@ def recommend(
         if per_class < LARGE_PER_CLASS
         else "large"
     )
-    head_lr = 1e-3
+    head_lr = recipe.HEAD_LR
+    epochs = freeze_epochs = None  # fine_tune's default: sized by the data, stopping early
     if size == "small":
-        freeze, bn, decay, unfreeze, epochs, freeze_epochs = "all", "frozen", None, "at_once", 10, 0
+        freeze, bn, decay, unfreeze = "all", "frozen", None, "at_once"
         why = (
             "that is too little to retrain pretrained layers without overfitting them, so "
             "keep the whole backbone frozen and train only the new head (feature "
-            "extraction), for more epochs since each is cheap"
+            "extraction) until it converges, which is cheap on cached features"
         )
         if similarity != "high":
             why += (
@@ -129,27 +134,20 @@ def recommend(
             if groups is None
             else max(1, min(groups, round(groups * OPEN_SHARE[similarity])))
         )
-        freeze, bn, decay, unfreeze, epochs, freeze_epochs = (
-            f"top:{n}",
-            "frozen",
-            0.5,
-            "gradual",
-            4,
-            1,
-        )
+        freeze, bn, decay, unfreeze = f"top:{n}", "frozen", 0.5, "gradual"
         why = (
             f"that is enough to adapt the top {n} group(s) (more the less similar your task "
             "is, since more layers must change), while the lower ones keep their general "
-            "features. Train the head first, then open one group per epoch from the top "
+            "features. Train the head until it converges, then open one group per epoch from the top "
             "(gradual unfreezing) with each group below at half the rate of the one above "
             "(lr_decay=0.5), and keep BatchNorm statistics frozen"
         )
     else:
         low = similarity == "low"
-        freeze, unfreeze, epochs, freeze_epochs = "none", "at_once", 3, 1
+        freeze, unfreeze = "none", "at_once"
         bn, decay = ("train", None) if low else ("frozen", 0.8)
         why = (
-            "that is enough to fine-tune the whole network. Train the head first, then "
+            "that is enough to fine-tune the whole network. Train the head until it converges, then "
             "every group at a low rate with warm-up and cosine decay"
             + (
                 "; with low similarity let every group, and the BatchNorm statistics, "
@@ -162,8 +160,8 @@ def recommend(
     explanation = (
         f"With {per_class:,.0f} labelled examples per class ({size} data) and {similarity} "
         f"similarity to the backbone's pretraining, {why}. Suggested: freeze={freeze!r}, "
-        f"bn={bn!r}, lr={lr:g} (head {head_lr:g}), lr_decay={decay}, unfreeze={unfreeze!r}, "
-        f"epochs={epochs} after {freeze_epochs} head-only epoch(s)."
+        f"bn={bn!r}, lr={lr:g} (head {head_lr:g}), lr_decay={decay}, unfreeze={unfreeze!r}; "
+        "fine_tune sizes each phase by the data and stops it early."
     )
     return Recommendation(
         freeze, bn, lr, head_lr, decay, unfreeze, epochs, freeze_epochs, size, explanation

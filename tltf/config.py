@@ -22,6 +22,7 @@ from typing import Any
 
 from tltf.distribute import PRECISIONS, STRATEGIES
 from tltf.errors import TltfError
+from tltf.recipe import HEAD_LR
 
 
 class ConfigError(TltfError, ValueError):
@@ -154,8 +155,20 @@ OPTIONS: tuple[Option, ...] = (
         "fraction of the training data held out for validation (0: none)",
         _DATA,
     ),
-    Option("epochs", int, 2, "epochs after the head warm-up", _TRAIN),
-    Option("freeze_epochs", int, 1, "head-only warm-up epochs (0: none)", _TRAIN),
+    Option(
+        "epochs",
+        int,
+        None,
+        "epochs after the head phase (default: sized by the data, stopping early)",
+        _TRAIN,
+    ),
+    Option(
+        "freeze_epochs",
+        int,
+        None,
+        "head-only epochs before the backbone opens (default: until the head converges; 0: none)",
+        _TRAIN,
+    ),
     Option("batch_size", int, 32, "examples per batch", _TRAIN),
     Option(
         "lr",
@@ -164,7 +177,7 @@ OPTIONS: tuple[Option, ...] = (
         "fine-tuning learning rate (default: the backbone's, 5e-5 text, 1e-4 image)",
         _TRAIN,
     ),
-    Option("head_lr", float, 5e-3, "learning rate while only the head trains", _TRAIN),
+    Option("head_lr", float, HEAD_LR, "learning rate while only the head trains", _TRAIN),
     Option(
         "strategy",
         str,
@@ -210,8 +223,8 @@ def defaults() -> dict[str, Any]:
     """Every key with its default value.
 
     Example:
-        >>> config.defaults()["epochs"]
-        2
+        >>> config.defaults()["batch_size"]
+        32
     """
     return {o.name: o.default for o in OPTIONS}
 

@@ -844,11 +844,14 @@ class Run:
     def _history(self, first: int, end: int, history: Any) -> Any:
         import keras
 
-        logs = [self.state["epochs"].get(str(e)) for e in range(first, end)]
-        if any(entry is None for entry in logs):
-            return history
+        # the phase's recorded epochs: all of them, or up to where it stopped early
+        ran = [e for e in range(first, end) if str(e) in self.state["epochs"]]
         merged = history or keras.callbacks.History()
-        merged.epoch = list(range(first, end))
+        if not ran:
+            merged.epoch, merged.history = [], {}
+            return merged
+        logs = [self.state["epochs"][str(e)] for e in ran]
+        merged.epoch = ran
         merged.history = {k: [entry[k] for entry in logs] for k in logs[-1]}
         return merged
 

@@ -97,6 +97,7 @@ def fit_head(
     callbacks: list | None = None,
     verbose: Any = "auto",
     fit: Callable[..., Any] | None = None,
+    min_steps_per_epoch: int = 1,
     **fit_kwargs: Any,
 ) -> Any:
     """Trains the head of a compiled, frozen tltf model on cached features; None when not applicable.
@@ -116,6 +117,9 @@ def fit_head(
         cache_dir: default `default_cache_dir()`.
         fit: runs the training as ``fit(head, data, **kwargs)`` (e.g. a resumable
             `tltf.distribute.Run.fit`); default ``head.fit(data, **kwargs)``.
+        min_steps_per_epoch: an epoch passes over the features as often as it takes
+            to reach this many steps (Keras spends ~30 ms per epoch, a head step
+            microseconds: a long head phase on little data is otherwise all overhead).
         **fit_kwargs: passed to the head's `fit` (``epochs=``, ``initial_epoch=``, ...).
 
     Returns:
@@ -154,9 +158,10 @@ def fit_head(
         jit_compile=config["jit_compile"],
         steps_per_execution=HEAD_STEPS_PER_EXECUTION,
     )
+    passes = train_cache.passes(batch_size, min_steps_per_epoch)
     history = (fit or type(head).fit)(
         head,
-        train_cache.dataset(batch_size, shuffle=True, seed=seed),
+        train_cache.dataset(batch_size, shuffle=True, seed=seed, passes=passes),
         validation_data=val_ds,
         callbacks=callbacks,
         verbose=verbose,
@@ -184,7 +189,7 @@ def why_not_cached(
                 f"{name} is a {type(data).__name__}; only a tltf.data.Dataset or (x, y) "
                 "arrays can be fingerprinted"
             )
-        if data is not None and not _size(data):
+        if data is not None and not num_examples(data):
             return f"{name} has no examples"
     if not head_only(model):
         return "the backbone trains in this phase"
@@ -305,11 +310,25 @@ class CachedFeatures:
         """
         return int(self.manifest["rows"])
 
-    def dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Any:
+    def passes(self, batch_size: int, min_steps: int) -> int:
+        """Passes over the entry that make at least `min_steps` batches.
+
+        Example:
+            >>> entry.rows, entry.passes(32, min_steps=32)
+            (80, 13)
+        """
+        return max(1, math.ceil(min_steps * batch_size / max(1, self.rows)))
+
+    def dataset(
+        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, passes: int = 1
+    ) -> Any:
         """A batched ``tf.data.Dataset`` of ``(features, labels)``, read shard by shard.
 
         Example:
             >>> features, labels = next(iter(entry.dataset(32, shuffle=True)))
+
+        `passes` > 1 repeats the examples, each pass in a new order, within one
+        iteration (an epoch of training).
 
         Up to `SHUFFLE_BYTES` of features stay in memory after the first epoch and are
         shuffled whole; a larger cache streams its shards in random order through a
@@ -345,7 +364,9 @@ class CachedFeatures:
         if shuffle:
             buffer = max(1, min(self.rows, SHUFFLE_BYTES // row_bytes))
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        batches = -(-self.rows // batch_size)
+        if passes > 1:
+            ds = ds.repeat(passes)
+        batches = -(-self.rows * passes // batch_size)
         return (
             ds.batch(batch_size)
             .apply(tf.data.experimental.assert_cardinality(batches))
@@ -375,7 +396,7 @@ def cached_features(
     folder = cache_dir or default_cache_dir()
     key = cache_key(model, data)
     path = os.path.join(folder, key)
-    what = f"tltf: features of {_size(data):,} {name + ' ' if name else ''}examples"
+    what = f"tltf: features of {num_examples(data):,} {name + ' ' if name else ''}examples"
     found = _load_entry(path)
     if found is not None:
         if verbose:
@@ -407,7 +428,7 @@ def by_length(data: Any) -> Any:
         >>> ds = to_tf_dataset(by_length(test), model, 32, training=False)
     """
     lengths = _text_lengths(data)
-    return data if lengths is None else _subset(data, np.argsort(lengths, kind="stable"))
+    return data if lengths is None else subset(data, np.argsort(lengths, kind="stable"))
 
 
 def _extract(model: Any, data: Any, folder: str, batch_size: int, progress: Any) -> dict:
@@ -418,7 +439,7 @@ def _extract(model: Any, data: Any, folder: str, batch_size: int, progress: Any)
     features = _features(model)
     row_bytes = 4 * math.prod(d or 1 for d in features.shape[1:])
     per_shard = max(batch_size, SHARD_BYTES // row_bytes // batch_size * batch_size)
-    n = _size(data)
+    n = num_examples(data)
     lengths = _text_lengths(data)
     shards: list[dict] = []
     progress.start(n)
@@ -427,7 +448,7 @@ def _extract(model: Any, data: Any, folder: str, batch_size: int, progress: Any)
         if lengths is not None:
             idx = idx[np.argsort(lengths[idx], kind="stable")]
         xs, ys = [], []
-        for x, y in to_tf_dataset(_subset(data, idx), model, batch_size, training=False):
+        for x, y in to_tf_dataset(subset(data, idx), model, batch_size, training=False):
             xs.append(compiled_inference(_extractor(model), x)(x).numpy())
             ys.append(np.asarray(y))
             progress.update(len(xs[-1]))
@@ -602,7 +623,13 @@ def _random_in_training(layer: Any) -> bool:
     return bool(getattr(layer, "_seed_generators", ()))
 
 
-def _size(data: Any) -> int:
+def num_examples(data: Any) -> int:
+    """Examples in a `tltf.data.Dataset` or ``(x, y)`` arrays.
+
+    Example:
+        >>> num_examples((texts, labels)) == len(labels)
+        True
+    """
     return len(data) if hasattr(data, "as_tf_dataset") else len(data[1])
 
 
@@ -634,7 +661,12 @@ def _parts(data: Any) -> list:
     return [*(x if _is_pair(x) else [x]), y]
 
 
-def _subset(data: Any, idx: np.ndarray) -> Any:
+def subset(data: Any, idx: np.ndarray) -> Any:
+    """The examples `idx` of a `tltf.data.Dataset` or of ``(x, y)`` arrays, in that order.
+
+    Example:
+        >>> texts, labels = subset((texts, labels), np.array([2, 0]))
+    """
     if hasattr(data, "as_tf_dataset"):
         return data.subset(idx)
     pick = [_as_array(part)[idx] for part in _parts(data)]

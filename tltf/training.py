@@ -11,20 +11,21 @@ Per-group learning rates (``lr_decay``) apply in every phase (`tltf.rates`).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
+from tltf import recipe
 from tltf.builder import compile_model
 from tltf.distribute import Run, global_batch_size, preflight, shard
 from tltf.errors import DataError, SpecError
-from tltf.feature_cache import fit_head
+from tltf.feature_cache import fit_head, num_examples, subset, why_not_cached
 from tltf.freezing import set_freeze, trainable_groups
 from tltf.heads import adapt_targets, get_task
 from tltf.metadata import info
 from tltf.rates import check_lr_decay
 
-HEAD_LR = 1e-3
 UNFREEZE = ("at_once", "gradual")
 
 
@@ -33,10 +34,10 @@ def fine_tune(
     train: Any,
     validation_data: Any = None,
     *,
-    epochs: int = 3,
-    freeze_epochs: int = 1,
+    epochs: int | None = None,
+    freeze_epochs: int | None = None,
     lr: float | None = None,
-    head_lr: float = HEAD_LR,
+    head_lr: float = recipe.HEAD_LR,
     lr_decay: float | dict[str, float] | None = None,
     unfreeze: str = "at_once",
     batch_size: int = 32,
@@ -50,24 +51,34 @@ def fine_tune(
     scale_lr: bool = False,
     **fit_kwargs: Any,
 ) -> Any:
-    """Trains a tltf model: ``freeze_epochs`` head-only, then ``epochs`` under its freeze policy.
+    """Trains a tltf model: the head until it converges, then the groups its freeze policy opens.
 
     Example:
         >>> model = tltf.build(spec, class_names=train.class_names, freeze="top:2")
-        >>> history = tltf.fine_tune(model, train, validation_data=val, epochs=3)
-        >>> history.history["val_accuracy"]
+        >>> history = tltf.fine_tune(model, train, validation_data=val)   # sized by the data
+        >>> history.history["val_accuracy"], history.phase_starts
         >>> tltf.fine_tune(model, train, epochs=4, unfreeze="gradual", lr_decay=0.5)
+
+    By default each phase is sized by the data and keeps its best epoch
+    (`tltf.recipe`): the head, L2-regularized like a logistic regression, trains on
+    cached features until its training loss converges (within a step budget); phase 2
+    takes `tltf.recipe.MIN_STEPS` optimizer steps (at least 3 epochs) and stops early
+    on the validation loss. Without `validation_data` a stratified
+    `tltf.recipe.HOLDOUT` of `train` is held out for phase 2. Give ``epochs`` and
+    ``freeze_epochs`` to train exactly that many epochs instead, unregularized.
 
     Args:
         model: a model from `tltf.build`.
         train: a `tltf.data.Dataset`, a batched `tf.data.Dataset` of ``(x, y)``, or an
             ``(x, y)`` tuple of arrays / lists (strings for text models).
         validation_data: the same kinds, optional.
-        epochs: epochs of phase 2. With ``freeze="all"`` there is only one phase and
-            it trains the head for `epochs`.
-        freeze_epochs: head-only warm-up epochs before phase 2 (0 skips it).
+        epochs: epochs of phase 2; None sizes it by the data and stops early. With
+            ``freeze="all"`` there is only the head phase, and this is its length
+            (None: until it converges).
+        freeze_epochs: head-only epochs before phase 2; None trains the head until it
+            converges, 0 skips the head phase.
         lr: phase-2 peak learning rate; default the backbone's (5e-5 text, 1e-4 image).
-        head_lr: phase-1 learning rate, and the rate when only the head trains.
+        head_lr: the rate while only the head trains (`tltf.recipe.HEAD_LR`).
         lr_decay: per-group learning rates, stored in the model (see `tltf.build`);
             None keeps the model's, 1.0 turns them off.
         unfreeze: ``"at_once"`` opens the policy's groups together; ``"gradual"`` opens
@@ -90,7 +101,9 @@ def fine_tune(
             each class by its inverse frequency in `train` (a tltf Dataset).
 
     Returns:
-        The Keras `History` of both phases, epochs numbered across them.
+        The Keras `History` of all phases, epochs numbered across them (an epoch
+        number is skipped where a phase stopped early); ``history.phase_starts``
+        holds the index where each phase after the first begins.
     """
     meta = info(model)
     policy = meta["freeze"]
@@ -104,6 +117,12 @@ def fine_tune(
         raise SpecError(f"unfreeze={unfreeze!r}; use one of {UNFREEZE}.")
     if lr_decay is not None:
         meta["lr_decay"] = check_lr_decay(lr_decay, list(meta["groups"]))
+    whole, held = train, None  # the head trains on all of `whole`; phase 2 stops on `held`
+    if validation_data is None and policy != "all" and epochs is None:
+        held = hold_out(train, seed=seed, verbose=verbose != 0)
+        if held is not None:
+            keep = np.setdiff1d(np.arange(num_examples(train)), held)
+            train, validation_data = subset(whole, keep), subset(whole, held)
     if fit_kwargs.get("class_weight") == "balanced":
         if not hasattr(train, "class_weight"):
             raise DataError(
@@ -122,47 +141,112 @@ def fine_tune(
             to_tf_dataset(validation_data, model, batch_size, training=False, seed=seed), strategy
         )
     )
-    fit = dict(
-        validation_data=val_ds, callbacks=callbacks, verbose=verbose, shuffle=False, **fit_kwargs
-    )  # tltf's datasets shuffle themselves
-    histories = []
-    done = 0
+    steps_per_epoch = int(train_ds.cardinality())  # < 0 when unknown
+    whole_n = (  # examples the head trains on (a tf.data input: about)
+        num_examples(whole)
+        if hasattr(whole, "as_tf_dataset") or isinstance(whole, tuple)
+        else max(1, steps_per_epoch) * batch_size
+    )
+    fit = dict(validation_data=val_ds, verbose=verbose, shuffle=False, **fit_kwargs)
+    # (tltf's datasets shuffle themselves)
     if policy == "all":
         phases = [("all", head_lr, epochs)]
     else:
-        head_phase = [("all", head_lr, freeze_epochs)] if freeze_epochs > 0 else []
-        stages = _stages(policy, list(meta["groups"]), epochs, unfreeze)
-        phases = head_phase + [(stage, lr, n) for stage, n in stages]
+        head_phase = [] if freeze_epochs == 0 else [("all", head_lr, freeze_epochs)]
+        n = epochs if epochs is not None else recipe.finetune_epochs(steps_per_epoch)
+        stages = _stages(policy, list(meta["groups"]), n, unfreeze)
+        last = len(stages) - 1  # an automatic phase 2 stops early in its last stage
+        phases = head_phase + [
+            (stage, lr, k if epochs is not None or i < last else None)
+            for i, (stage, k) in enumerate(stages)
+        ]
+    histories = []
+    done = 0
     for phase_policy, phase_lr, phase_epochs in phases:
+        set_freeze(model, phase_policy)
+        head = phase_policy == "all"
+        stop = []
+        head_data = (whole, None) if held is not None else (train, validation_data)
+        if phase_epochs is None:  # automatic: an upper bound, and early stopping
+            if head:
+                cached = cache_features is not False and not why_not_cached(
+                    model, *head_data, callbacks
+                )
+                phase_epochs = recipe.head_epochs(-(-whole_n // batch_size), cached)
+                stop = recipe.head_callbacks()
+            else:
+                phase_epochs = recipe.finetune_epochs(steps_per_epoch)
+                stop = [recipe.early_stopping("loss" if val_ds is None else "val_loss")]
         if phase_epochs <= 0:
             continue
-        set_freeze(model, phase_policy)
-        if phase_policy == "all":
+        if head:
             compile_model(model, lr=phase_lr)
         else:
-            steps = int(train_ds.cardinality()) * phase_epochs  # < 0 when unknown
+            steps = steps_per_epoch * phase_epochs
             peak = phase_lr or meta["default_lr"]
             compile_model(model, lr=_warmup_cosine(peak, steps, warmup) if steps > 0 else peak)
         epoch_range = dict(initial_epoch=done, epochs=done + phase_epochs)
-        history = fit_head(  # None unless only the head trains: then it trains on features
-            model,
-            train,
-            validation_data,
-            cache_features=cache_features,
-            cache_dir=cache_dir,
-            batch_size=batch_size,
-            seed=seed,
-            callbacks=callbacks,
-            verbose=verbose,
-            fit=run.fit,
-            **epoch_range,
-            **fit_kwargs,
-        )
-        histories.append(history or run.fit(model, train_ds, **epoch_range, **fit))
+        phase_callbacks = [*(callbacks or []), *stop]
+        with recipe.head_penalty(model, whole_n) if head and stop else nullcontext():
+            history = fit_head(  # None unless only the head trains: then on cached features
+                model,
+                *head_data,
+                cache_features=cache_features,
+                cache_dir=cache_dir,
+                batch_size=batch_size,
+                seed=seed,
+                callbacks=phase_callbacks,
+                verbose=verbose,
+                fit=run.fit,
+                min_steps_per_epoch=recipe.HEAD_STEPS_PER_EPOCH if stop else 1,
+                **epoch_range,
+                **fit_kwargs,
+            ) or run.fit(model, train_ds, callbacks=phase_callbacks, **epoch_range, **fit)
+        histories.append(history)
         done += phase_epochs
     set_freeze(model, policy)
     run.finish(model)
     return _merge(histories)
+
+
+def hold_out(train: Any, *, seed: int = 0, verbose: bool = True) -> np.ndarray | None:
+    """Rows of `train` to stop early on: `tltf.recipe.HOLDOUT` of each class, seeded.
+
+    Example:
+        >>> hold_out((texts, labels))          # 10% of each class, sorted row indices
+        array([  3,  17,  42, ...])
+        >>> hold_out(tf_dataset) is None       # cannot split
+        True
+
+    Works on a `tltf.data.Dataset` or ``(x, y)`` arrays (stratified when ``y`` holds
+    class labels); a class keeps at least one example. None for anything else, or
+    for data too small to spare an example.
+    """
+    if hasattr(train, "as_tf_dataset"):
+        y = train.labels if train.task_hint == "classification" else None
+    elif isinstance(train, tuple) and len(train) == 2:
+        y = np.asarray(train[1]) if not hasattr(train[1], "to_list") else None
+        if y is not None and not (y.ndim == 1 and y.dtype.kind in "iuUSO"):
+            y = None  # not class labels: no strata
+    else:
+        return None
+    n = num_examples(train)
+    strata = [np.arange(n)] if y is None else [np.flatnonzero(y == c) for c in np.unique(y)]
+    rng = np.random.default_rng(seed)
+    picks = [
+        rng.permutation(m)[: min(int(round(len(m) * recipe.HOLDOUT)), len(m) - 1)] for m in strata
+    ]
+    held = np.sort(np.concatenate(picks)) if picks else np.array([], dtype=np.int64)
+    if not len(held):
+        return None
+    if verbose:
+        print(
+            f"tltf: no validation_data: {len(held)} of {n} training examples held out to "
+            "stop early on (pass validation_data=, or epochs= and freeze_epochs= for fixed "
+            "lengths)",
+            flush=True,
+        )
+    return held
 
 
 def _stages(
@@ -258,15 +342,22 @@ def _warmup_cosine(peak: float, total_steps: int, warmup: float) -> Any:
 
 
 def _merge(histories: list) -> Any:
-    """One History whose per-epoch lists run across all phases."""
+    """One History whose per-epoch lists run across all phases, with their ``phase_starts``.
+
+    A metric that a phase lacks (the head phase's validation metrics, when phase 2
+    validates on a held-out slice) is NaN for its epochs, so the lists stay aligned.
+    """
     if not histories:
         raise DataError("fine_tune ran no epochs: give epochs >= 1.")
     merged = histories[-1]
-    logs: dict[str, list] = {}
+    keys = list(dict.fromkeys(k for h in histories for k in h.history))
+    logs: dict[str, list] = {k: [] for k in keys}
     epochs: list[int] = []
+    starts = []
     for h in histories:
+        starts.append(len(epochs))
         epochs += list(h.epoch)
-        for key, values in h.history.items():
-            logs.setdefault(key, []).extend(values)
-    merged.history, merged.epoch = logs, epochs
+        for key in keys:
+            logs[key].extend(h.history.get(key, [float("nan")] * len(h.epoch)))
+    merged.history, merged.epoch, merged.phase_starts = logs, epochs, starts[1:]
     return merged

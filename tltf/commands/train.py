@@ -238,7 +238,7 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
     spec = tltf.info(model)["backbone"]
     tltf.describe(model)
     print(f"run folder: {run_dir}")
-    history = tltf.fine_tune(
+    trained = tltf.fine_tune(
         model,
         train,
         validation_data=val,
@@ -251,14 +251,15 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
         run_dir=run_dir,
         callbacks=[_tensorboard(run_dir)],
         verbose=1 if sys.stdout.isatty() else 2,
-    ).history
+    )
+    history = trained.history
     metrics: dict[str, Any] = {"backbone": spec, "history": history}
     if chief:
         _plot(
             plots.training_curves,
             history,
             os.path.join(run_dir, "training_curves.png"),
-            phase_starts=[cfg["freeze_epochs"]] if _two_phases(cfg) else [],
+            phase_starts=trained.phase_starts,
             title=f"{data_name(cfg['data'])}: {_short_spec(spec)}",
         )
 
@@ -332,10 +333,6 @@ def _short_spec(spec: str) -> str:
     source, _, target = spec.partition(":")
     parts = target.rstrip("/").split("/")
     return spec if len(parts) <= 3 else f"{source}:.../{'/'.join(parts[-2:])}"
-
-
-def _two_phases(cfg: dict[str, Any]) -> bool:
-    return cfg["freeze"] != "all" and cfg["freeze_epochs"] > 0
 
 
 def _plot(draw: Any, what: Any, path: str, **kwargs: Any) -> None:

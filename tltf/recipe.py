@@ -1,0 +1,133 @@
+"""The default recipe: how long each `tltf.fine_tune` phase trains, at what rate, and when it stops.
+
+One place for the defaults that `tltf.fine_tune`, ``tltf train`` and
+`tltf.recommend` share, chosen by ``benchmarks/bench_accuracy.py`` on real
+pretrained weights (MiniLM on debian-topics, ImageNet MobileNet v1 on
+openclipart; figures in benchmarks/README.md).
+
+- **The head converges (LP-FT), regularized as a logistic regression.** While
+  only the head trains, its kernels carry an L2 penalty of 1 / (2 N) for N
+  training examples (scikit-learn's default ``C=1``, per example), and it trains
+  on all of them until its training loss stops improving: the rate drops by
+  `HEAD_LR_FACTOR` after `HEAD_LR_PATIENCE` epochs without progress, and it stops
+  after `HEAD_PATIENCE`, keeping its best epoch, within `HEAD_MAX_STEPS` steps.
+  On cached features a step costs microseconds (an epoch there is at least
+  `HEAD_STEPS_PER_EPOCH` steps, several passes over a small set); without the
+  cache each epoch is a forward pass, so it stops after `HEAD_EPOCHS_UNCACHED`.
+  Measured (benchmarks/README.md): stopping the head on the validation loss of a
+  10% slice instead picked the first epoch on two of three 18-image slices at 32
+  images per class, 5.5 points below a logistic regression on average; a head
+  without the penalty lost 1-5 points to it at 8-32 examples per class.
+- **Phase 2 is sized by the data.** `MIN_STEPS` optimizer steps, so a small set
+  is not left after a handful of updates, or `MIN_EPOCHS` passes if that is
+  more, and no more, so a large set is not over-trained. It stops early after `PATIENCE`
+  epochs without a better validation loss and keeps its best epoch. Without
+  ``validation_data``, `fine_tune` holds out `HOLDOUT` of each class for it
+  (the head has trained on all of them).
+
+An explicit ``epochs=`` / ``freeze_epochs=`` trains exactly that many epochs, with
+no early stopping, as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+HEAD_LR = 3e-3  # Adam, while only the head trains
+HEAD_MAX_STEPS = 3000  # the head phase's step budget (cached features)
+HEAD_MAX_EPOCHS = 300
+HEAD_PATIENCE = 8  # epochs without a lower training loss: stop
+HEAD_LR_PATIENCE = 3  # ... : lower the rate
+HEAD_LR_FACTOR = 0.3
+# an automatic head epoch on cached features: this many steps at least (several passes
+# over a small set), since Keras' per-epoch work (~30 ms) dwarfs a head step
+HEAD_STEPS_PER_EPOCH = 32
+HEAD_EPOCHS_UNCACHED = 5  # each one a forward pass through the backbone
+MIN_STEPS = 150  # phase 2's optimizer steps, at least
+MIN_EPOCHS = 3
+PATIENCE = 3
+HOLDOUT = 0.1  # share of each class held out when no validation data is given
+
+
+def head_epochs(steps_per_epoch: int, cached: bool) -> int:
+    """The most epochs an automatic head-only phase may take (it stops early).
+
+    Example:
+        >>> head_epochs(3, cached=True), head_epochs(300, cached=True), head_epochs(3, cached=False)
+        (93, 10, 5)
+    """
+    if not cached:
+        return HEAD_EPOCHS_UNCACHED
+    return max(
+        1, min(HEAD_MAX_EPOCHS, HEAD_MAX_STEPS // max(HEAD_STEPS_PER_EPOCH, steps_per_epoch))
+    )
+
+
+def finetune_epochs(steps_per_epoch: int) -> int:
+    """The most epochs an automatic phase 2 may take: `MIN_STEPS` steps and `MIN_EPOCHS` passes.
+
+    Example:
+        >>> finetune_epochs(3), finetune_epochs(20), finetune_epochs(500)
+        (50, 8, 3)
+    """
+    return max(MIN_EPOCHS, math.ceil(MIN_STEPS / max(1, steps_per_epoch)))
+
+
+@contextmanager
+def head_penalty(model: Any, examples: int) -> Iterator[None]:
+    """An L2 penalty of 1 / (2 `examples`) on the head's kernels, for the duration.
+
+    Kernels that already carry a regularizer keep theirs.
+
+    Example:
+        >>> with head_penalty(model, len(train)):
+        ...     model.fit(...)
+    """
+    import keras
+
+    from tltf.feature_cache import head_model
+
+    kernels = [
+        layer.kernel
+        for layer in head_model(model).layers
+        if getattr(layer, "kernel", None) is not None and layer.kernel.regularizer is None
+    ]
+    for kernel in kernels:
+        kernel.regularizer = keras.regularizers.L2(1 / (2 * max(1, examples)))
+    try:
+        yield
+    finally:
+        for kernel in kernels:
+            kernel.regularizer = None
+
+
+def head_callbacks() -> list:
+    """The callbacks of an automatic head phase: a lower rate on a plateau, then a stop.
+
+    Example:
+        >>> [type(cb).__name__ for cb in head_callbacks()]
+        ['ReduceLROnPlateau', 'EarlyStopping']
+    """
+    import keras
+
+    return [
+        keras.callbacks.ReduceLROnPlateau("loss", factor=HEAD_LR_FACTOR, patience=HEAD_LR_PATIENCE),
+        keras.callbacks.EarlyStopping("loss", patience=HEAD_PATIENCE, restore_best_weights=True),
+    ]
+
+
+def early_stopping(monitor: str) -> Any:
+    """The callback of an automatic phase 2: stops after `PATIENCE` epochs, restores the best.
+
+    Example:
+        >>> early_stopping("val_loss").restore_best_weights
+        True
+    """
+    import keras
+
+    return keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=PATIENCE, restore_best_weights=True
+    )
