@@ -242,8 +242,7 @@ def hold_out(train: Any, *, seed: int = 0, verbose: bool = True) -> np.ndarray |
     if verbose:
         print(
             f"tltf: no validation_data: {len(held)} of {n} training examples held out to "
-            "stop early on (pass validation_data=, or epochs= and freeze_epochs= for fixed "
-            "lengths)",
+            "stop phase 2 early on (pass validation_data=, or epochs= for a fixed length)",
             flush=True,
         )
     return held
