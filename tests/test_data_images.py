@@ -161,6 +161,14 @@ def test_empty_class_folder_and_single_class(tmp_path):
         tltf.data.from_directory(tmp_path / "missing")
 
 
+def test_a_lone_train_folder_is_the_training_set(tmp_path):
+    make_classes(tmp_path / "train", per_class=4)  # openclipart/source's layout
+    data = tltf.data.from_directory(tmp_path, verbose=False)
+    assert data.counts() == {"cat": 4, "dog": 4} and data.split == "train"
+    train, val = tltf.data.from_directory(tmp_path, validation_split=0.25, verbose=False)
+    assert train.counts() == {"cat": 3, "dog": 3} and val.counts() == {"cat": 1, "dog": 1}
+
+
 def test_existing_split_is_detected(tmp_path, capsys):
     make_classes(tmp_path / "train", per_class=4)
     make_classes(tmp_path / "test", per_class=1)
@@ -310,3 +318,55 @@ def test_openclipart_target():
         )
     )
     assert x.shape == (16, 32, 32, 3) and float(x.numpy().max()) <= 255.0 and y.numpy()[0] == 0
+
+
+def _transparent_files(root):
+    """A red dot on a clear background in each format that carries transparency."""
+    clear = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    clear.putpixel((0, 0), (255, 0, 0, 255))
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0])
+    palette.putpixel((0, 0), 1)
+    return [
+        save(root / "a" / "rgba.png", clear),
+        save(root / "a" / "la.png", clear.convert("LA")),
+        save(root / "b" / "palette.png", palette, transparency=0),
+        save(root / "b" / "palette.gif", palette, transparency=0),
+    ]
+
+
+def test_transparency_is_flattened_onto_white_in_training_and_serving_alike(tmp_path, capsys):
+    files = _transparent_files(tmp_path)
+    save(tmp_path / "b" / "opaque.jpg", solid((0, 0, 200), (8, 8)))
+    data = tltf.data.from_directory(tmp_path)
+    assert "4 with transparency, flattened onto the background (white)" in capsys.readouterr().out
+    got, _ = pixels(data)
+    by_name = dict(zip([os.path.basename(p) for p in data.locations], got, strict=True))
+    for name in ("rgba.png", "la.png", "palette.png", "palette.gif"):
+        image = by_name[name]
+        np.testing.assert_allclose(image[7, 7], [255, 255, 255], atol=1)  # was clear: white
+        assert image[0, 0].max() - image[0, 0].min() > 50 or name == "la.png"  # the dot stays
+    assert by_name["opaque.jpg"][4, 4, 2] > 150  # opaque images are untouched
+    import tensorflow as tf
+
+    for path in files[:3]:  # the serving graph's decode: the same pixels (not GIF: below)
+        served = tltf.data.load_image(tf.io.read_file(path), 8, 8).numpy()
+        np.testing.assert_allclose(served, by_name[os.path.basename(path)], atol=1)
+
+
+def test_background_is_configurable_and_checked(tmp_path):
+    _transparent_files(tmp_path)
+    data = tltf.data.from_directory(tmp_path, verbose=False)
+    model = tltf.build(
+        "keras:MobileNetV2",
+        class_names=data.class_names,
+        weights=None,
+        input_shape=(32, 32, 3),
+        background=(0, 0, 0),
+    )
+    spec = tltf.info(model)["input_spec"]
+    assert spec["background"] == [0.0, 0.0, 0.0]
+    image, _ = pixels(data, spec)
+    np.testing.assert_allclose(image[0, 31, 31], [0, 0, 0], atol=1)
+    with pytest.raises(tltf.errors.SpecError, match="background="):
+        tltf.build("keras:MobileNetV2", num_classes=2, weights=None, background=300)

@@ -181,22 +181,27 @@ def _image_size(meta: dict) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _decode_images(image_bytes: Any, size: tuple[int, int]) -> Any:
+def _decode_images(image_bytes: Any, meta: dict) -> Any:
     """Encoded JPEG/PNG/GIF/BMP strings ``[N]`` -> float32 RGB pixels ``[N, H, W, 3]``, 0-255.
 
-    The graph behind the ``image_bytes`` input: `tltf.data.load_image` (the decode
-    and resize that training uses) for each image, after refusing empty strings.
+    The graph behind the ``image_bytes`` input: `tltf.data.load_image` (the decode,
+    transparency flattened onto the model's background, and resize that training
+    uses) for each image, after refusing empty strings.
     """
     import tensorflow as tf
 
     from tltf.data import load_image
+    from tltf.data.images import BACKGROUND
+
+    size = _image_size(meta)
+    background = meta["input_spec"].get("background", BACKGROUND)
 
     def decode(data):
         tf.debugging.assert_positive(
             tf.strings.length(data),
             message="image_bytes holds an empty string; send the bytes of a JPEG, PNG, GIF or BMP file",
         )
-        return load_image(data, *size)
+        return load_image(data, *size, background)
 
     return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
 
@@ -227,7 +232,7 @@ def _servable(model: Any, meta: dict) -> tuple[Any, dict]:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
-        return _serve(model, meta, [_decode_images(tf.ensure_shape(image_bytes, [None]), size)])
+        return _serve(model, meta, [_decode_images(tf.ensure_shape(image_bytes, [None]), meta)])
 
     @tf.function(input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name="images")])
     def serve_tensor(images):
@@ -293,7 +298,7 @@ def _samples(meta: dict, parity_inputs: Any) -> dict[str, dict[str, np.ndarray]]
         encoded = [_read_bytes(item) for item in parity_inputs]
         if not encoded:
             raise ExportError("parity_inputs is empty.")
-        pixels = _decode_images(tf.constant(encoded), size).numpy()
+        pixels = _decode_images(tf.constant(encoded), meta).numpy()
     return {
         "serving_default": {"image_bytes": np.array(encoded, dtype=object)},
         "serving_tensor": {"images": pixels},
@@ -331,7 +336,7 @@ def _reference(model: Any, meta: dict, signature: str, inputs: dict) -> dict:
 
     values = [tf.constant(v) for v in inputs.values()]
     if signature == "serving_default" and meta["modality"] == "image":
-        values = [_decode_images(values[0], _image_size(meta))]
+        values = [_decode_images(values[0], meta)]
     return {k: v.numpy() for k, v in _serve(model, meta, values).items()}
 
 

@@ -45,6 +45,8 @@ class Dataset:
         split: "train", "validation", "test" or None.
         decode_with_pillow: per image file, True where TensorFlow cannot decode it
             faithfully (palette BMP, animated GIF), so the pipeline uses Pillow; or None.
+        transparent: per image file, True where it has transparency, which decoding
+            flattens onto the background (white; `tltf.data.flatten`); or None.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Dataset:
         skipped: Sequence[tuple[str, str]] = (),
         split: str | None = None,
         decode_with_pillow: Any = None,
+        transparent: Any = None,
     ) -> None:
         if modality not in MODALITIES:
             raise DataError(f"{source}: modality={modality!r}; use one of {MODALITIES}.")
@@ -81,6 +84,7 @@ class Dataset:
         self.decode_with_pillow = (
             None if decode_with_pillow is None else np.asarray(decode_with_pillow, dtype=bool)
         )
+        self.transparent = None if transparent is None else np.asarray(transparent, dtype=bool)
         self._check()
 
     def _check(self) -> None:
@@ -92,7 +96,7 @@ class Dataset:
                 f"{self.source}: {self.task_hint} data needs "
                 f"{'labels' if self.task_hint == 'classification' else 'targets'} (only)."
             )
-        for name in ("labels", "targets", "x2", "locations", "decode_with_pillow"):
+        for name in ("labels", "targets", "x2", "locations", "decode_with_pillow", "transparent"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise DataError(f"{self.source}: {n} examples but {len(value)} {name}.")
@@ -158,6 +162,9 @@ class Dataset:
             per_class = ", ".join(f"{c} {n}" for c, n in self.counts().items())
             kind = "labels" if self.task_hint == "multi_label" else "classes"
             line += f", {len(self.class_names)} {kind} ({per_class})"
+        flattened = 0 if self.transparent is None else int(self.transparent.sum())
+        if flattened:
+            line += f"; {flattened} with transparency, flattened onto the background (white)"
         return line + skipped_summary(self.skipped)
 
     def class_weight(self, mode: str = "balanced") -> dict[int, float]:
@@ -207,6 +214,7 @@ class Dataset:
             skipped=self.skipped,
             split=split if split is not None else self.split,
             decode_with_pillow=pick(self.decode_with_pillow),
+            transparent=pick(self.transparent),
         )
 
     def with_class_names(self, names: Sequence[str]) -> Dataset:
@@ -337,15 +345,17 @@ class Dataset:
     ) -> Any:
         import tensorflow as tf
 
-        from tltf.data.images import decode_file, resize_pixels
+        from tltf.data.images import BACKGROUND, decode_file, resize_pixels
 
         height, width = (int(d) for d in input_spec["shape"][:2])
+        background = input_spec.get("background", BACKGROUND)
         auto = tf.data.AUTOTUNE
         if isinstance(self.x, np.ndarray):
             ds = tf.data.Dataset.from_tensor_slices((self.x, y))
             ds = ds.shuffle(len(self), seed=seed) if training else ds
             ds = ds.map(
-                lambda img, t: (resize_pixels(img, height, width), t), num_parallel_calls=auto
+                lambda img, t: (resize_pixels(img, height, width, background), t),
+                num_parallel_calls=auto,
             )
             return ds.batch(batch_size)
         if cache is None:
@@ -361,7 +371,10 @@ class Dataset:
             ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
 
         def load(item, use_pillow, target):
-            return decode_file(item, use_pillow, height, width, is_bytes=is_bytes), target
+            image = decode_file(
+                item, use_pillow, height, width, is_bytes=is_bytes, background=background
+            )
+            return image, target
 
         ds = ds.map(load, num_parallel_calls=auto)
         if cache:

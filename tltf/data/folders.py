@@ -32,8 +32,8 @@ def from_directory(
 
     An existing split, ``path/train/CLASS/...`` beside ``path/test/`` and/or
     ``path/validation/`` (or ``val/``), is detected: the result is then a tuple in
-    the order train, validation, test, with the class names of ``train/``.
-    `validation_split` / `test_split` carve the missing ones out of train.
+    the order train, validation, test, with the class names of ``train/``; a lone
+    ``path/train/`` is the training set. `validation_split` / `test_split` carve the missing ones out of train.
 
     Example:
         >>> train, test = tltf.data.from_directory("openclipart/target")
@@ -49,8 +49,10 @@ def from_directory(
     if not os.path.isdir(root):
         what = "is a file; use from_csv/from_jsonl" if os.path.exists(root) else "does not exist"
         raise DataError(f"{root} {what}; give a folder with one sub-folder per class.")
-    splits = {SPLIT_FOLDERS[d]: d for d in _subfolders(root) if d in SPLIT_FOLDERS}
-    if "train" not in splits or len(splits) < 2:
+    subfolders = _subfolders(root)
+    splits = {SPLIT_FOLDERS[d]: d for d in subfolders if d in SPLIT_FOLDERS}
+    lone_train = subfolders == [splits.get("train")]  # path/train/CLASS/... alone
+    if "train" not in splits or (len(splits) < 2 and not lone_train):
         data = _load_classes(root, root, modality, class_names, strict, max_pixels)
         return finish(
             data,
@@ -86,7 +88,7 @@ def from_directory(
     out = tuple(parts[k] for k in ("train", "validation", "test") if k in parts)
     if verbose:
         print(" | ".join(p.report() for p in out))
-    return out
+    return out if len(out) > 1 else out[0]
 
 
 def _subfolders(folder: str) -> list[str]:
@@ -154,9 +156,9 @@ def _load_classes(
             else:
                 skipped.append((f, f"not {'an image' if modality == 'image' else 'a .txt'} file"))
     labels = np.array(labels, dtype=np.int64)
-    pillow = None
+    pillow = transparent = None
     if modality == "image":
-        keep, pillow, bad = scan_images(paths, max_pixels=max_pixels, strict=strict)
+        keep, pillow, transparent, bad = scan_images(paths, max_pixels=max_pixels, strict=strict)
         paths, labels, skipped = [paths[i] for i in keep], labels[keep], skipped + bad
         x = paths
     else:
@@ -178,6 +180,7 @@ def _load_classes(
         locations=paths,
         skipped=skipped,
         decode_with_pillow=pillow,
+        transparent=transparent,
     )
 
 

@@ -23,6 +23,7 @@ _PROBLEMS = {
     "corrupt": "corrupt or truncated image file",
     "not an image": "not an image (unknown or damaged format)",
 }
+BACKGROUND = 255.0  # transparent pixels are flattened onto white (0-255, or [r, g, b])
 _TF_MODES = {"JPEG": ("RGB", "L", "CMYK"), "PNG": None, "BMP": ("RGB", "RGBA", "L"), "GIF": None}
 
 
@@ -32,11 +33,13 @@ def is_image_file(path: str) -> bool:
 
 def inspect_image(
     path: str, max_pixels: int = MAX_PIXELS, data: bytes | None = None
-) -> tuple[str | None, bool]:
-    """Fully decodes one file (or its bytes `data`) with Pillow: ``(problem or None, needs Pillow)``.
+) -> tuple[str | None, bool, bool]:
+    """Fully decodes one file (or its bytes `data`) with Pillow.
 
-    A problem is "missing", "corrupt" or "not an image". An image over `max_pixels`
-    raises `DataError` (a decompression bomb is refused, not skipped).
+    Returns ``(problem or None, needs Pillow, has transparency)``. A problem is
+    "missing", "corrupt" or "not an image". An image over `max_pixels` raises
+    `DataError` (a decompression bomb is refused, not skipped). TensorFlow drops a
+    GIF's transparency, so such a GIF needs Pillow.
     """
     from PIL import Image
 
@@ -49,10 +52,13 @@ def inspect_image(
                     raise _too_big(path, f"{width}x{height} = {width * height:,}", max_pixels)
                 im.load()
                 modes = _TF_MODES.get(im.format, ())
-                needs_pillow = (modes is not None and im.mode not in modes) or (
-                    getattr(im, "n_frames", 1) > 1
+                transparent = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+                needs_pillow = (
+                    (modes is not None and im.mode not in modes)
+                    or getattr(im, "n_frames", 1) > 1
+                    or (transparent and im.format == "GIF")
                 )
-                return None, needs_pillow
+                return None, needs_pillow, transparent
     except Image.DecompressionBombError as e:  # over twice Pillow's own limit
         found = re.search(r"\((\d+) pixels\)", str(e))
         raise _too_big(
@@ -61,11 +67,11 @@ def inspect_image(
     except DataError:
         raise
     except FileNotFoundError:
-        return "missing", False
+        return "missing", False, False
     except Image.UnidentifiedImageError:
-        return "not an image", False
+        return "not an image", False, False
     except (OSError, SyntaxError, ValueError, EOFError, IndexError):
-        return "corrupt", False
+        return "corrupt", False, False
 
 
 def _too_big(path: str, size: str, max_pixels: int) -> DataError:
@@ -82,7 +88,8 @@ def scan_images(
     strict: bool = False,
     contents: Sequence[bytes] | None = None,
 ) -> tuple[list[int], list[bool], list[tuple[str, str]]]:
-    """Checks image files in parallel: ``(kept indices, needs-Pillow flags, skipped)``.
+    """Checks image files in parallel: ``(kept indices, needs-Pillow flags, transparency
+    flags, skipped)``.
 
     Corrupt, truncated, missing or non-image files are skipped and listed as
     ``(path, reason)``; with ``strict=True`` the first one raises `DataError`.
@@ -92,11 +99,12 @@ def scan_images(
     data = contents if contents is not None else [None] * len(paths)
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(lambda p, d: inspect_image(p, max_pixels, d), paths, data))
-    kept, pillow, skipped = [], [], []
-    for i, (path, (problem, needs_pillow)) in enumerate(zip(paths, results, strict=True)):
+    kept, pillow, transparent, skipped = [], [], [], []
+    for i, (path, (problem, needs_pillow, alpha)) in enumerate(zip(paths, results, strict=True)):
         if problem is None:
             kept.append(i)
             pillow.append(needs_pillow)
+            transparent.append(alpha)
             continue
         if strict:
             raise DataError(
@@ -104,39 +112,59 @@ def scan_images(
                 "strict=False to skip such files and count them in the report."
             )
         skipped.append((path, problem))
-    return kept, pillow, skipped
+    return kept, pillow, transparent, skipped
 
 
-def _pillow_rgb(data: bytes) -> np.ndarray:
+def _pillow_rgba(data: bytes) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         im.seek(0)
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return np.asarray(im.convert("RGBA"), dtype=np.uint8)
 
 
-def resize_pixels(image: Any, height: int, width: int) -> Any:
-    """Any image tensor ``[h, w]`` / ``[h, w, 1|3|4]`` -> float32 RGB ``[height, width, 3]``, 0-255."""
+def flatten(image: Any, background: Any = BACKGROUND) -> Any:
+    """Pixels ``[h, w, 1|2|3|4]`` (grey, grey+alpha, RGB, RGBA) -> float32 RGB on `background`.
+
+    Transparent pixels take the background's colour (white by default), partly
+    transparent ones a blend, as a viewer shows them on a white page.
+
+    Example:
+        >>> flatten(tf.constant([[[255, 0, 0, 0]]], tf.uint8)).numpy()   # clear red -> white
+        array([[[255., 255., 255.]]], dtype=float32)
+    """
+    import tensorflow as tf
+
+    x = tf.cast(image, tf.float32)
+    channels = tf.shape(x)[-1]
+    rgb = tf.cond(channels < 3, lambda: tf.repeat(x[..., :1], 3, axis=-1), lambda: x[..., :3])
+    alpha = tf.cond(
+        tf.equal(channels % 2, 0), lambda: x[..., -1:] / 255.0, lambda: tf.ones_like(x[..., :1])
+    )
+    return rgb * alpha + tf.constant(background, tf.float32) * (1.0 - alpha)
+
+
+def resize_pixels(image: Any, height: int, width: int, background: Any = BACKGROUND) -> Any:
+    """Any image tensor ``[h, w]`` / ``[h, w, 1|2|3|4]`` -> float32 RGB ``[height, width, 3]``, 0-255.
+
+    An alpha channel is flattened onto `background` (`flatten`).
+    """
     import tensorflow as tf
 
     image = tf.convert_to_tensor(image)
     if image.shape.rank == 2:
         image = image[..., None]
-    channels = image.shape[-1]
-    if channels == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    elif channels == 4:
-        image = image[..., :3]
-    elif channels != 3:
-        raise DataError(f"images need 1, 3 or 4 channels, got shape {image.shape}.")
-    return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+    if image.shape[-1] not in (1, 2, 3, 4):
+        raise DataError(f"images need 1 to 4 channels, got shape {image.shape}.")
+    return tf.image.resize(flatten(image, background), (height, width))
 
 
-def load_image(data: Any, height: int, width: int) -> Any:
+def load_image(data: Any, height: int, width: int, background: Any = BACKGROUND) -> Any:
     """Encoded JPEG/PNG/GIF/BMP bytes (a scalar tf.string) -> float32 RGB ``[height, width, 3]``.
 
     This is the decode + resize that both training and an exported serving
-    signature should use, so that the two see the same pixels.
+    signature use, so that the two see the same pixels; transparency is flattened
+    onto `background` (white).
 
     Example:
         >>> load_image(tf.io.read_file("cat.jpg"), 224, 224).shape
@@ -144,22 +172,30 @@ def load_image(data: Any, height: int, width: int) -> Any:
     """
     import tensorflow as tf
 
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    return resize_pixels(image, height, width)
+    image = tf.io.decode_image(data, channels=0, expand_animations=False)
+    return tf.image.resize(flatten(image, background), (height, width))
 
 
-def decode_file(item: Any, use_pillow: Any, height: int, width: int, *, is_bytes: bool) -> Any:
+def decode_file(
+    item: Any,
+    use_pillow: Any,
+    height: int,
+    width: int,
+    *,
+    is_bytes: bool,
+    background: Any = BACKGROUND,
+) -> Any:
     """tf.data map step: a path (or encoded bytes) -> float32 RGB ``[height, width, 3]``."""
     import tensorflow as tf
 
     data = item if is_bytes else tf.io.read_file(item)
 
     def with_pillow():
-        image = tf.numpy_function(_pillow_rgb, [data], tf.uint8, stateful=False)
-        image.set_shape([None, None, 3])
-        return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+        image = tf.numpy_function(_pillow_rgba, [data], tf.uint8, stateful=False)
+        image.set_shape([None, None, 4])
+        return tf.image.resize(flatten(image, background), (height, width))
 
-    return tf.cond(use_pillow, with_pillow, lambda: load_image(data, height, width))
+    return tf.cond(use_pillow, with_pillow, lambda: load_image(data, height, width, background))
 
 
 def augmentation_layers(preset: str = "light", seed: int | None = None) -> Any:

@@ -418,11 +418,13 @@ def _from_records(
             kwargs["labels"] = labels
 
     skipped: list[tuple[str, str]] = []
-    pillow = None
+    pillow = transparent = None
     if modality == "image":
         folder = os.path.dirname(os.path.abspath(path))
         files = [os.path.join(folder, p) for p in x]
-        keep, pillow, skipped = scan_images(files, max_pixels=max_pixels, strict=strict)
+        keep, pillow, transparent, skipped = scan_images(
+            files, max_pixels=max_pixels, strict=strict
+        )
         x = [files[i] for i in keep]
         x2 = None if x2 is None else [x2[i] for i in keep]
         locations = [locations[i] for i in keep]
@@ -438,6 +440,7 @@ def _from_records(
         locations=locations,
         skipped=skipped,
         decode_with_pillow=pillow,
+        transparent=transparent,
         **kwargs,
     )
 

@@ -163,9 +163,9 @@ def _to_dataset(
     if not items:
         raise DataError(f"{where} is empty.")
     labels = np.array(labels, dtype=np.int64)
-    pillow, skipped = None, []
+    pillow, transparent, skipped = None, None, []
     if modality == "image":
-        keep, pillow, skipped = scan_images(
+        keep, pillow, transparent, skipped = scan_images(
             files, max_pixels=max_pixels, strict=strict, contents=items
         )
         items, labels, files = [items[i] for i in keep], labels[keep], [files[i] for i in keep]
@@ -189,4 +189,5 @@ def _to_dataset(
         locations=files,
         skipped=skipped,
         decode_with_pillow=pillow,
+        transparent=transparent,
     )
