@@ -64,3 +64,20 @@ def tiny_text_data() -> tuple[list[str], list[str]]:
             texts.append(" ".join(w[(i + k) % len(w)] for k in range(3 + i % 4)))
             labels.append(label)
     return texts, labels
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_32_weights(tmp_path_factory) -> str:
+    """Random MobileNetV2 (32x32) weights in a file: a stand-in for pretrained ones.
+
+    A backbone loaded from a weights file counts as pretrained (`Backbone.pretrained`),
+    so tests of the pretrained recipe (head phase, frozen BatchNorm) use this.
+    """
+    import keras
+
+    keras.utils.set_random_seed(0)
+    path = str(tmp_path_factory.mktemp("weights") / "mobilenet_v2_32.weights.h5")
+    keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
+    ).save_weights(path)
+    return path

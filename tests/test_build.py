@@ -70,6 +70,33 @@ def test_frozen_bn_layers_are_never_trainable(image_model):
     assert all(layer.trainable for layer in bns)
 
 
+def _bns(model):
+    return [
+        layer
+        for layer in tltf.metadata.backbone_model(model).layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def test_bn_follows_the_weights_random_ones_train_with_a_fast_momentum(
+    image_model, mobilenet_v2_32_weights
+):
+    meta = tltf.info(image_model)  # weights=None
+    assert (meta["pretrained"], meta["bn"], meta["default_lr"]) == (False, "train", 1e-3)
+    assert all(layer.momentum <= tltf.recipe.SCRATCH_BN_MOMENTUM for layer in _bns(image_model))
+    pretrained = tltf.build(
+        "keras:MobileNetV2",
+        class_names=["a", "b"],
+        weights=mobilenet_v2_32_weights,
+        input_shape=(32, 32, 3),
+        freeze="none",
+    )
+    meta = tltf.info(pretrained)
+    assert (meta["pretrained"], meta["bn"], meta["default_lr"]) == (True, "frozen", 1e-4)
+    assert {layer.momentum for layer in _bns(pretrained)} == {0.999}  # Keras' own, untouched
+    assert not any(layer.trainable for layer in _bns(pretrained))
+
+
 def test_text_model_tokenizes_inside_and_trims_padding(tiny_bert_dir):
     model = tltf.build(
         f"keras_hub:{tiny_bert_dir}", class_names=["a", "b"], sequence_length=16, freeze="top:1"

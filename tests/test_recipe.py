@@ -13,12 +13,13 @@ import tltf
 from tltf import config, recipe
 
 
-def _image_model(freeze="all", classes=("a", "b", "c")):
+def _image_model(freeze="all", classes=("a", "b", "c"), weights=None):
+    """A MobileNetV2; pass `weights` (a file) where the pretrained recipe is under test."""
     keras.utils.set_random_seed(0)
     return tltf.build(
         "keras:MobileNetV2",
         class_names=list(classes),
-        weights=None,
+        weights=weights,
         input_shape=(32, 32, 3),
         freeze=freeze,
     )
@@ -99,7 +100,7 @@ def test_an_automatic_head_epoch_takes_at_least_the_minimum_steps():
     assert auto.steps == 35  # ceil(32 * 8 / 40) = 7 passes: 280 examples, 35 batches of 8
 
 
-def test_phase_two_gets_at_least_the_minimum_steps_on_a_tiny_set():
+def test_phase_two_gets_at_least_the_minimum_steps_on_a_tiny_set(mobilenet_v2_32_weights):
     class Plan(keras.callbacks.Callback):
         """Records each fit's planned epochs and steps per epoch."""
 
@@ -113,7 +114,7 @@ def test_phase_two_gets_at_least_the_minimum_steps_on_a_tiny_set():
         def on_epoch_begin(self, epoch, logs=None):
             self.fits[-1].setdefault("first", epoch)
 
-    model = _image_model(freeze="top:1")
+    model = _image_model(freeze="top:1", weights=mobilenet_v2_32_weights)
     plan = Plan()
     x, y = _noisy_images(32, 3)
     tltf.fine_tune(

@@ -72,14 +72,15 @@ def test_image_fine_tune_keeps_bn_statistics_frozen():
     x = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
     y = np.arange(16) % 2
     # ResNet: with random weights and frozen BN, MobileNets' gradients vanish (~1e-9).
-    model = tltf.build(
-        "keras:ResNet50",
-        class_names=["a", "b"],
-        weights=None,
-        input_shape=(32, 32, 3),
-        freeze="none",
-        bn="frozen",
-    )
+    with pytest.warns(UserWarning, match="random weights and bn='frozen'"):
+        model = tltf.build(
+            "keras:ResNet50",
+            class_names=["a", "b"],
+            weights=None,
+            input_shape=(32, 32, 3),
+            freeze="none",
+            bn="frozen",
+        )
     stats = [w for w in model.weights if "moving_" in w.path]
     before = [w.numpy().copy() for w in stats]
     kernels = [w for w in model.weights if w.path.endswith("kernel") and "logits" not in w.path]

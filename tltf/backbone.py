@@ -39,6 +39,9 @@ class Backbone:
             ``{"shape": [224, 224, 3], "dtype": "float32"}`` or
             ``{"shape": [], "dtype": "string", "sequence_length": 128}``.
         default_lr: a fine-tuning learning rate that suits this kind of network.
+        pretrained: False for random weights (``weights=None``): `tltf.build` then
+            trains BatchNorm statistics, and `tltf.fine_tune` skips the head-only phase
+            and trains at `tltf.recipe.SCRATCH_LR`.
 
     Example:
         >>> bb = tltf.load_backbone("keras:MobileNetV2", weights=None, input_shape=(96, 96, 3))
@@ -54,6 +57,7 @@ class Backbone:
     feature_dim: int
     input_spec: dict
     default_lr: float = 1e-4
+    pretrained: bool = True
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property

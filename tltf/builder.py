@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tltf import recipe
 from tltf.backbone import Backbone, load_backbone
 from tltf.distribute import (
     builds_in_scope,
@@ -26,7 +27,7 @@ def build(
     num_classes: int | None = None,
     class_names: list[str] | None = None,
     freeze: str | list[str] = "all",
-    bn: str = "frozen",
+    bn: str = "auto",
     head: dict | list | int | None = None,
     lr: float | None = None,
     lr_decay: float | dict[str, float] | None = None,
@@ -37,6 +38,7 @@ def build(
     jit_compile: bool | str = "auto",
     tpu: str | None = None,
     augment: str = "none",
+    background: float | tuple[float, float, float] | None = None,
     **backbone_options: Any,
 ) -> Any:
     """Builds a transfer-learning model: pretrained backbone, chosen groups trainable, new head.
@@ -54,7 +56,9 @@ def build(
         num_classes / class_names: the label set (tags, target names for regression);
             names are served by the export.
         freeze: ``"all"``, ``"none"``, ``"top:N"`` or a list of group names.
-        bn: ``"frozen"`` keeps BatchNorm statistics fixed, ``"train"`` lets them adapt.
+        bn: ``"frozen"`` keeps BatchNorm statistics fixed, ``"train"`` lets them adapt;
+            ``"auto"``: frozen for pretrained weights, trained for random ones
+            (`tltf.recipe`: random weights train from scratch).
         head: hidden sizes, or ``{"hidden": [...], "dropout": .., "activation": ..}``
             plus the task's options (``threshold``, ``normalize``, ``dim``).
         lr: learning rate for the compile; default the backbone's fine-tuning rate
@@ -63,6 +67,9 @@ def build(
             (`tltf.data.augmentation_layers`), placed right after the raw-pixel input;
             active only in training, so exports do not run it. Any augmentation turns
             feature caching off, since the frozen backbone then sees new pixels each epoch.
+        background: image models: the colour (0-255 grey, or ``(r, g, b)``) that
+            transparent pixels are flattened onto, in training and in the export's
+            ``image_bytes`` decode alike; default white.
         lr_decay: per-group learning rates: a factor (each group down from the top
             trains at that share of the rate above it; the head at the full rate) or
             ``{group: multiplier}``; stored in `tltf.info` (see `tltf.rates`).
@@ -88,8 +95,8 @@ def build(
     task_obj = get_task(task)
     class_names = _class_names(num_classes, class_names, task_obj.default_names)
     task_obj.check_names(class_names)
-    if bn not in BN_POLICIES:
-        raise SpecError(f"bn={bn!r}; use one of {BN_POLICIES}.")
+    if bn not in (*BN_POLICIES, "auto"):
+        raise SpecError(f"bn={bn!r}; use one of {('auto', *BN_POLICIES)}.")
     opts = head_options(head, task)
     needs = task_obj.backbone_options if isinstance(backbone, str) else {}
     try:
@@ -102,6 +109,7 @@ def build(
             f"keras_hub: or hf:); {backbone!r} does not."
         ) from None
 
+    bn = _bn_policy(bb, bn)
     inputs = task_obj.inputs(bb.input_spec)
     x = inputs
     if augment != "none":
@@ -112,6 +120,11 @@ def build(
         from tltf.data import augmentation_layers
 
         x = augmentation_layers(augment)(x)
+    input_spec = dict(bb.input_spec)
+    if background is not None:
+        if bb.modality != "image":
+            raise SpecError(f"background= is for image backbones; {bb.spec} is {bb.modality}.")
+        input_spec["background"] = _background(background)
     x = bb.preprocessor(x)
     bb.model.name = BACKBONE_LAYER
     features = bb.model(x)
@@ -120,11 +133,12 @@ def build(
         "class_names": class_names,
         "backbone": bb.spec,
         "modality": bb.modality,
-        "input_spec": bb.input_spec,
+        "input_spec": input_spec,
         "groups": bb.groups,
         "fingerprint": bb.fingerprint,
         "head": opts,
-        "default_lr": bb.default_lr,
+        "default_lr": bb.default_lr if bb.pretrained else recipe.SCRATCH_LR,
+        "pretrained": bb.pretrained,
         "freeze": freeze,
         "bn": bn,
         "precision": precision,
@@ -140,6 +154,40 @@ def build(
     set_freeze(model, freeze, bn)
     compile_model(model, lr=lr, loss=loss, metrics=metrics)
     return model
+
+
+def _background(value: Any) -> float | list[float]:
+    """A grey level or an RGB triple in 0-255, checked."""
+    values = [value] if isinstance(value, (int, float)) else list(value)
+    if len(values) not in (1, 3) or not all(
+        isinstance(v, (int, float)) and 0 <= v <= 255 for v in values
+    ):
+        raise SpecError(
+            f"background={value!r}; give a grey level or (r, g, b), each 0-255 (white: 255)."
+        )
+    return float(values[0]) if len(values) == 1 else [float(v) for v in values]
+
+
+def _bn_policy(bb: Backbone, bn: str) -> str:
+    """`bn` resolved for this backbone; a random one gets BatchNorm that can learn."""
+    import warnings
+
+    import keras
+
+    if bb.pretrained:
+        return "frozen" if bn == "auto" else bn
+    for layer in bb.model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, recipe.SCRATCH_BN_MOMENTUM)
+    if bn == "frozen":
+        warnings.warn(
+            f"{bb.spec} has random weights and bn='frozen': its BatchNorm layers keep their "
+            "initial statistics (mean 0, variance 1) and normalize nothing, so the network "
+            "may not learn at all. Use bn='auto' or bn='train'.",
+            stacklevel=4,  # the caller of tltf.build (through its strategy wrapper)
+        )
+        return bn
+    return "train"
 
 
 @in_strategy_scope

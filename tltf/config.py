@@ -88,17 +88,19 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "freeze",
         list,
-        "top:2",
-        "trainable backbone groups: all (head only), none (everything), top:N, or g1,g2",
+        None,
+        "trainable backbone groups: all (head only), none (everything), top:N, or g1,g2 "
+        "(default: top:2; none with --weights random)",
         _MODEL,
     ),
     Option(
         "bn",
         str,
-        "frozen",
-        "BatchNorm statistics: frozen, or train",
+        "auto",
+        "BatchNorm statistics: frozen, train, or auto (frozen for pretrained weights, "
+        "trained for random ones)",
         _MODEL,
-        ("frozen", "train"),
+        ("auto", "frozen", "train"),
     ),
     Option(
         "weights",

@@ -11,6 +11,7 @@ Per-group learning rates (``lr_decay``) apply in every phase (`tltf.rates`).
 
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from typing import Any
 
@@ -86,6 +87,9 @@ def fine_tune(
             top two, ...), then trains the remaining epochs under the full policy.
         batch_size: used when tltf makes the batches (tltf datasets, arrays).
         warmup: fraction of phase-2 steps spent warming the rate up.
+        verbose: Keras' ``fit`` verbosity; ``"auto"`` draws progress bars in a terminal
+            and writes one line per epoch elsewhere (logs, CI). Unless 0, each phase
+            is announced: what trains, at what rate, for how many epochs.
         cache_features: phases that train only the head run the frozen backbone once
             and train on its features cached on disk (`tltf.feature_cache`): None when
             applicable (no augmentation, data is a tltf Dataset or arrays), False never,
@@ -147,13 +151,17 @@ def fine_tune(
         if hasattr(whole, "as_tf_dataset") or isinstance(whole, tuple)
         else max(1, steps_per_epoch) * batch_size
     )
+    if verbose == "auto":  # Keras' progress bars only where a terminal redraws them
+        verbose = 1 if sys.stdout.isatty() else 2
     fit = dict(validation_data=val_ds, verbose=verbose, shuffle=False, **fit_kwargs)
     # (tltf's datasets shuffle themselves)
     if policy == "all":
         phases = [("all", head_lr, epochs)]
     else:
-        head_phase = [] if freeze_epochs == 0 else [("all", head_lr, freeze_epochs)]
-        n = epochs if epochs is not None else recipe.finetune_epochs(steps_per_epoch)
+        scratch = not meta.get("pretrained", True)  # random weights: no features to fit
+        skip_head = freeze_epochs == 0 or (freeze_epochs is None and scratch)
+        head_phase = [] if skip_head else [("all", head_lr, freeze_epochs)]
+        n = epochs if epochs is not None else recipe.finetune_epochs(steps_per_epoch, scratch)
         stages = _stages(policy, list(meta["groups"]), n, unfreeze)
         last = len(stages) - 1  # an automatic phase 2 stops early in its last stage
         phases = head_phase + [
@@ -175,10 +183,14 @@ def fine_tune(
                 phase_epochs = recipe.head_epochs(-(-whole_n // batch_size), cached)
                 stop = recipe.head_callbacks()
             else:
-                phase_epochs = recipe.finetune_epochs(steps_per_epoch)
+                phase_epochs = recipe.finetune_epochs(
+                    steps_per_epoch, not meta.get("pretrained", True)
+                )
                 stop = [recipe.early_stopping("loss" if val_ds is None else "val_loss")]
         if phase_epochs <= 0:
             continue
+        if verbose != 0:
+            _announce(meta, phase_policy, phase_lr, phase_epochs, bool(stop))
         if head:
             compile_model(model, lr=phase_lr)
         else:
@@ -207,6 +219,21 @@ def fine_tune(
     set_freeze(model, policy)
     run.finish(model)
     return _merge(histories)
+
+
+def _announce(meta: dict, policy: Any, lr: float | None, epochs: int, early: bool) -> None:
+    """One line per phase: what trains, at what rate, for how long."""
+    groups = list(meta["groups"])
+    opened = trainable_groups(policy, groups)
+    if not opened:
+        what = "head only (backbone frozen)"
+    elif len(opened) == len(groups):
+        what = f"all {len(groups)} groups and the head"
+    else:
+        what = f"groups {', '.join(opened)} and the head"
+    rate = lr or meta["default_lr"]
+    length = f"up to {epochs} epochs, stopping early" if early else f"{epochs} epochs"
+    print(f"tltf: training {what} at lr {rate:g}, {length}", flush=True)
 
 
 def hold_out(train: Any, *, seed: int = 0, verbose: bool = True) -> np.ndarray | None:

@@ -430,4 +430,5 @@ def load(
         feature_dim=int(base.output.shape[-1]),
         input_spec={"shape": list(input_shape), "dtype": "float32", "family": fam_name},
         default_lr=1e-4,
+        pretrained=weights is not None,
     )
