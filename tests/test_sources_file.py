@@ -17,6 +17,7 @@ from test_sources_util import (
 
 import tltf
 from tltf.errors import BackboneUnavailable, SpecError
+from tltf.rates import group_variables
 
 
 def _classifier() -> keras.Model:
@@ -57,7 +58,7 @@ def test_cut_drops_the_head_and_groups_follow_the_layers(keras_file):
     network = keras.models.load_model(keras_file)
     embedding = keras.Model(network.input, network.get_layer("embedding").output)
     for cut in (-1, "embedding"):
-        bb = tltf.load_backbone(f"file:{keras_file}", cut=cut)
+        bb = tltf.load_backbone(f"file:{keras_file}", preprocess="none", cut=cut)
         assert bb.modality == "image" and bb.feature_dim == 6
         assert bb.input_spec == {"shape": [16, 16, 3], "dtype": "float32"}
         np.testing.assert_allclose(
@@ -69,9 +70,11 @@ def test_cut_drops_the_head_and_groups_follow_the_layers(keras_file):
         "conv_b": ["conv_b", "pool"],
         "embedding": ["embedding"],
     }
-    whole = tltf.load_backbone(f"file:{keras_file}")
+    whole = tltf.load_backbone(f"file:{keras_file}", preprocess="none")
     assert whole.feature_dim == 5 and list(whole.groups)[-1] == "predictions"
-    pooled = tltf.load_backbone(f"file:{keras_file}", cut="relu_a", pooling="max")
+    pooled = tltf.load_backbone(
+        f"file:{keras_file}", preprocess="none", cut="relu_a", pooling="max"
+    )
     assert pooled.feature_dim == 8
 
 
@@ -83,6 +86,12 @@ def test_a_saved_keras_application_keeps_its_family_groups(tmp_path):
     bb = tltf.load_backbone(f"file:{path}", cut=-1)
     assert list(bb.groups) == ["stem", *[f"stage{i}" for i in range(1, 6)], "top"]
     assert bb.feature_dim == 1280
+    assert bb.preprocessor.mode == "tf"  # the family's pixels, [-1, 1]
+
+
+def test_an_image_network_of_unknown_family_needs_preprocess(keras_file):
+    with pytest.raises(SpecError, match="preprocess="):
+        tltf.load_backbone(f"file:{keras_file}", cut=-1)
 
 
 def test_nested_network_is_one_group(tmp_path):
@@ -97,15 +106,15 @@ def test_nested_network_is_one_group(tmp_path):
     )
     path = str(tmp_path / "nested.keras")
     network.save(path)
-    bb = tltf.load_backbone(f"file:{path}", cut=-1)
+    bb = tltf.load_backbone(f"file:{path}", cut=-1, preprocess="none")
     assert list(bb.groups) == [base.name] and bb.feature_dim == 1280
 
 
 def test_bad_cuts_are_spec_errors(keras_file, saved_model_dir):
     with pytest.raises(SpecError, match="no layer 'head'"):
-        tltf.load_backbone(f"file:{keras_file}", cut="head")
+        tltf.load_backbone(f"file:{keras_file}", preprocess="none", cut="head")
     with pytest.raises(SpecError, match="cut="):
-        tltf.load_backbone(f"file:{keras_file}", cut=3)
+        tltf.load_backbone(f"file:{keras_file}", preprocess="none", cut=3)
     with pytest.raises(SpecError, match="cut= works on .keras"):
         tltf.load_backbone(f"file:{saved_model_dir}", cut=-1)
     with pytest.raises(SpecError, match="neither"):
@@ -125,13 +134,20 @@ def test_safe_mode(tmp_path):
 
 def test_sha256_of_a_keras_file(keras_file):
     digest = hashlib.sha256(open(keras_file, "rb").read()).hexdigest()
-    assert tltf.load_backbone(f"file:{keras_file}", sha256=digest, cut=-1).feature_dim == 6
+    assert (
+        tltf.load_backbone(
+            f"file:{keras_file}", preprocess="none", sha256=digest, cut=-1
+        ).feature_dim
+        == 6
+    )
     with pytest.raises(BackboneUnavailable, match="sha256"):
-        tltf.load_backbone(f"file:{keras_file}", sha256="0" * 64)
+        tltf.load_backbone(f"file:{keras_file}", preprocess="none", sha256="0" * 64)
 
 
 def _keras_file_model(keras_file, freeze):
-    return tltf.build(f"file:{keras_file}", cut=-1, class_names=["a", "b", "c"], freeze=freeze)
+    return tltf.build(
+        f"file:{keras_file}", preprocess="none", cut=-1, class_names=["a", "b", "c"], freeze=freeze
+    )
 
 
 def test_keras_file_frozen_fine_tuned_round_trip_and_export(keras_file, tmp_path):
@@ -163,3 +179,49 @@ def test_saved_model_folder(saved_model_dir, tmp_path):
     fit_once(model, _pixels(), [0, 1, 2] * 4)
     check_keras_round_trip(model, _pixels(3), tmp_path)
     check_export(model, _pixels(4), tmp_path)
+
+
+@pytest.fixture(scope="module")
+def task_a_run(tmp_path_factory):
+    """A run folder as `tltf train` leaves it: a trained tltf model in model.keras."""
+    run = tmp_path_factory.mktemp("runs") / "A"
+    run.mkdir()
+    keras.utils.set_random_seed(0)
+    model = tltf.build(
+        "keras:MobileNetV2",
+        class_names=list("abcd"),
+        weights=None,
+        input_shape=(32, 32, 3),
+        freeze="none",
+        augment="light",
+    )
+    pixels = np.random.default_rng(1).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    tltf.fine_tune(model, (pixels, np.arange(16) % 4), epochs=1, batch_size=8, verbose=0)
+    model.save(run / "model.keras")
+    return {"run": run, "model": model}
+
+
+def test_a_tltf_model_gives_back_its_backbone_groups_and_preprocessing(task_a_run, capsys):
+    model = task_a_run["model"]
+    pixels = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    expected = model.get_layer("backbone")(model.get_layer("image_preprocessing")(pixels))
+    for target in (task_a_run["run"], task_a_run["run"] / "model.keras"):
+        bb = tltf.load_backbone(f"file:{target}")
+        assert "is a tltf model" in capsys.readouterr().out
+        assert list(bb.groups) == list(tltf.info(model)["groups"])  # MobileNetV2's stages
+        assert bb.feature_dim == 1280 and bb.preprocessor.mode == "tf"
+        # the pooled features, not the old 4 logits; no augmentation in between
+        np.testing.assert_allclose(bb.model(bb.preprocessor(pixels)), expected, atol=1e-5)
+
+
+def test_task_b_on_a_tltf_run_folder_freezes_by_group_and_is_advised_real_groups(task_a_run):
+    spec = f"file:{task_a_run['run']}"
+    model_b = tltf.build(spec, class_names=["x", "y"], freeze="top:2")
+    trainable = [g for g, ws in group_variables(model_b).items() if ws[0].trainable]
+    assert trainable == ["stage5", "top"]
+    rec = tltf.recommend(2 * 300, 2, backbone=model_b)  # medium data: open some groups
+    assert rec.freeze.startswith("top:") and int(rec.freeze[4:]) <= len(
+        tltf.info(model_b)["groups"]
+    )
+    with pytest.raises(SpecError, match="is a tltf model"):
+        tltf.load_backbone(spec, cut="backbone")

@@ -18,10 +18,16 @@ A SavedModel folder runs in a `tltf.layers.HubModule` (its ``serve`` endpoint or
 ones) and gets the ``hub:`` source's groups; when its variable names show no
 numbered blocks, one group per layer name (the first part of a variable name).
 
+A model that `tltf.build` made (a ``tltf train`` run's ``model.keras``, or the
+run folder itself) gives back the backbone it was built on: its pooled features,
+its family's groups and its preprocessing, without the old head (task A -> task B).
+
 ``.keras`` files load with ``safe_mode=True``: a file with Python lambdas is
 refused unless you pass ``safe_mode=False`` (only for files you trust).
-Raw 0-255 pixels reach the network as they are (``preprocess="none"``); give the
-`ImagePreprocessing` mode your network was trained with otherwise.
+For an image network, ``preprocess`` is the `ImagePreprocessing` mode it was
+trained with; it defaults to its family's when the layer names follow a
+keras.applications family, and must be given otherwise (``"none"`` passes raw
+0-255 pixels). SavedModels take raw pixels unless told.
 """
 
 from __future__ import annotations
@@ -32,9 +38,18 @@ from typing import Any
 
 from tltf.backbone import Backbone, check_sha256, register_source
 from tltf.errors import SpecError
+from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info
 from tltf.sources import keras_apps, tf_hub
 
 POOLINGS = ("avg", "max")
+RUN_MODEL = "model.keras"  # what `tltf train` writes into its run folder
+
+
+def _is_run_folder(path: str) -> bool:
+    """A `tltf train` run folder: its model.keras, and no SavedModel."""
+    return os.path.isfile(os.path.join(path, RUN_MODEL)) and not os.path.isfile(
+        os.path.join(path, "saved_model.pb")
+    )
 
 
 @register_source("file")
@@ -44,7 +59,7 @@ def load(
     spec: str,
     cut: str | int | None = None,
     safe_mode: bool = True,
-    preprocess: str = "none",
+    preprocess: str | None = None,
     pooling: str = "avg",
     sha256: str | None = None,
     **saved_model_options: Any,
@@ -55,6 +70,8 @@ def load(
         >>> bb = load_backbone("file:my_classifier.keras", cut=-1)   # drop the softmax layer
         >>> model = tltf.build("file:/models/encoder", class_names=names, freeze="top:2")
 
+    `path` may also be a ``tltf train`` run folder (its model.keras).
+
     Options: ``cut`` (layer name, or -N to drop the last N layers; .keras only),
     ``safe_mode``, ``preprocess`` (`ImagePreprocessing` mode for 0-255 pixels),
     ``pooling``, ``sha256`` (of the .keras file, or of a SavedModel's
@@ -62,6 +79,8 @@ def load(
     ``hub:`` options (``endpoint``, ``output_key``, ``input_shape``, ``group_pattern``).
     """
     path = os.path.abspath(os.path.expanduser(path))
+    if _is_run_folder(path):
+        path = os.path.join(path, RUN_MODEL)
     if pooling not in POOLINGS:
         raise SpecError(f"pooling={pooling!r}; use one of {POOLINGS}.")
     if os.path.isdir(path):
@@ -71,7 +90,7 @@ def load(
                 "output_key= to pick an output, or export the network without its head."
             )
         bb = tf_hub.load(
-            path, spec=spec, preprocess=preprocess, sha256=sha256, **saved_model_options
+            path, spec=spec, preprocess=preprocess or "none", sha256=sha256, **saved_model_options
         )
         if list(bb.groups) == ["module"]:
             layer = bb.model.get_layer("hub_module")
@@ -88,7 +107,12 @@ def load(
 
 
 def _from_keras_file(
-    path: str, spec: str, cut: str | int | None, safe_mode: bool, preprocess: str, pooling: str
+    path: str,
+    spec: str,
+    cut: str | int | None,
+    safe_mode: bool,
+    preprocess: str | None,
+    pooling: str,
 ) -> Backbone:
     import keras
 
@@ -103,6 +127,13 @@ def _from_keras_file(
                 "it only with safe_mode=False, which you should pass only for files you trust."
             ) from None
         raise SpecError(f"{spec}: Keras could not load {path}: {exc}") from None
+    if INFO_LAYER in {layer.name for layer in network.layers}:
+        if cut is not None or preprocess is not None:
+            raise SpecError(
+                f"{spec} is a tltf model: tltf takes its backbone and preprocessing as they "
+                "were trained; drop cut= and preprocess=."
+            )
+        return _from_tltf_model(network, spec)
     inputs = getattr(network, "inputs", None)
     if not inputs or len(inputs) != 1:
         raise SpecError(
@@ -128,6 +159,7 @@ def _from_keras_file(
         preprocessor = keras.layers.Identity(name="text_preprocessor")
     elif len(raw.shape) == 4:
         modality = "image"
+        preprocess = preprocess or _family_preprocessing(model, spec)
         preprocessor = ImagePreprocessing(preprocess, name="image_preprocessing")
     else:
         raise SpecError(
@@ -143,6 +175,60 @@ def _from_keras_file(
         feature_dim=int(features.shape[-1]),
         input_spec={"shape": list(raw.shape[1:]), "dtype": raw.dtype},
         default_lr=1e-4,
+    )
+
+
+def _from_tltf_model(network: Any, spec: str) -> Backbone:
+    """The backbone inside a model that `tltf.build` made (task A), without its head.
+
+    Its pooled features, groups and preprocessing are those it was trained with;
+    augmentation layers are left behind.
+    """
+    import keras
+
+    from tltf.feature_cache import preprocessing_layers
+
+    meta = info(network)
+    inner = network.get_layer(BACKBONE_LAYER)
+    steps = [
+        layer
+        for layer in preprocessing_layers(network)
+        if not layer.name.startswith("augmentation_")
+    ]
+    preprocessor = (
+        steps[0]
+        if len(steps) == 1
+        else keras.Sequential(steps or [keras.layers.Identity()], name="preprocessing")
+    )
+    lr = {"default_lr": meta["default_lr"]} if meta.get("pretrained", True) else {}
+    print(
+        f"tltf: {spec} is a tltf model ({meta['task']} on {meta['backbone']}, "
+        f"{len(meta['class_names'])} classes): its backbone, {len(meta['groups'])} groups and "
+        "preprocessing, without its head",
+        flush=True,
+    )
+    return Backbone(
+        spec=spec,
+        modality=meta["modality"],
+        model=inner,
+        preprocessor=preprocessor,
+        groups=dict(meta["groups"]),
+        feature_dim=int(inner.output.shape[-1]),
+        input_spec=dict(meta["input_spec"]),
+        **lr,
+    )
+
+
+def _family_preprocessing(model: Any, spec: str) -> str:
+    """The preprocessing of the keras.applications family the layer names follow, or an error."""
+    family = keras_apps.detect_family([layer.name for layer in model.layers if layer.weights])
+    if family:
+        return family[1].preprocess
+    raise SpecError(
+        f"{spec}: tltf cannot tell how this image network expects its pixels. Pass "
+        "preprocess= with the mode it was trained with: 'tf' ([-1, 1]), 'torch' (ImageNet "
+        "mean/std), 'caffe', 'unit' ([0, 1]), or 'none' (raw 0-255, e.g. a network that "
+        "rescales its own input)."
     )
 
 
