@@ -151,6 +151,13 @@ def test_print_config_default_run_dir_is_named_after_the_data(tmp_path):
     assert yaml.safe_load(out)["run_dir"].startswith(os.path.join("runs", "pets-"))
 
 
+def test_a_split_folder_is_named_after_its_data_set(tmp_path):
+    code, out, _ = _run(["train", "--print-config", "--data", str(tmp_path / "photos" / "train")])
+    saved = yaml.safe_load(out)
+    assert code == 0 and saved["export"] == "photos"  # not "train"
+    assert saved["freeze"] == "top:2" and saved["bn"] == "auto"
+
+
 def test_unknown_config_key_names_the_nearest_valid_one(tmp_path):
     (tmp_path / "run.yaml").write_text("epoch: 3\n")
     code, _, err = _run(["train", "--config", str(tmp_path / "run.yaml")])

@@ -482,9 +482,10 @@ def test_predict_command_json_and_table(exports, text_model, image_model, image_
     lines = capsys.readouterr().out.splitlines()
     want = softmax(image_model(reference_pixels(image_files)))
     assert lines[0].split() == ["INPUT", "OUTPUTS"] and len(lines) == 1 + len(image_files)
-    for line, scores in zip(lines[1:], want, strict=True):
+    for line, scores, name in zip(lines[1:], want, image_files, strict=True):
         top = CLASSES[int(scores.argmax())]
         assert line.split("  ")[-1].startswith(f"{top} {scores.max():.3f}")
+        assert line.split()[0].endswith(name)  # long paths are cut in front: the name shows
 
 
 def test_predict_reads_a_csv_column(tmp_path, exports, image_files, capsys):

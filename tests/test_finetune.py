@@ -236,6 +236,14 @@ def test_describe_shows_groups_params_trainable_state_and_rates(still_model):
     )
 
 
+def test_describe_prints_nothing_itself_so_print_shows_the_table_once(still_model, capsys):
+    text = tltf.describe(still_model)
+    assert capsys.readouterr().out == ""
+    print(text)
+    assert capsys.readouterr().out.count("group            members") == 1
+    assert repr(text) == str(text)  # a notebook cell shows the table, not a quoted string
+
+
 def test_bn_policy_frozen_keeps_and_train_updates_moving_statistics(eager):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")

@@ -21,7 +21,7 @@ from tltf.backbone import group_members
 from tltf.errors import SpecError
 from tltf.metadata import backbone_model, info
 
-BN_POLICIES = ("frozen", "train")
+BN_POLICIES = ("frozen", "train")  # "auto" (tltf.build): frozen for pretrained weights
 
 
 def trainable_groups(freeze: str | list[str], groups: list[str]) -> list[str]:
@@ -114,16 +114,24 @@ def _set_trainable(layer: Any, value: bool) -> None:
     keras.layers.Layer.trainable.fset(layer, value)
 
 
-def describe(model: Any, print_fn: Any = print) -> str:
-    """Prints and returns each group's parameter count and trainable state, then the head.
+class Description(str):
+    """The text of `describe`; shown as the table itself in a notebook or the REPL."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def describe(model: Any, print_fn: Any = None) -> Description:
+    """Each group's parameter count and trainable state, then the head, as a table.
 
     Example:
-        >>> tltf.describe(model)
+        >>> print(tltf.describe(model))        # a notebook shows it without print
         tltf model 'tltf_classification': task=classification, ..., freeze='top:1', bn='frozen'
         group            members       params  trainable
         embeddings             4      896,512  no
         ...
     With per-group learning rates, a last line gives each group's multiplier.
+    ``print_fn`` (e.g. ``logging.info``) also receives the text.
     """
     from tltf.backbone import group_table
     from tltf.rates import group_multipliers
@@ -144,5 +152,6 @@ def describe(model: Any, print_fn: Any = print) -> str:
     if meta.get("lr_decay") is not None:
         rates = group_multipliers(meta["lr_decay"], list(meta["groups"]))
         text += "\nlearning-rate multipliers: " + ", ".join(f"{g} x{r:g}" for g, r in rates.items())
-    print_fn(text)
-    return text
+    if print_fn is not None:
+        print_fn(text)
+    return Description(text)

@@ -28,8 +28,13 @@ def training_curves(
     *,
     phase_starts: Sequence[int] = (),
     title: str | None = None,
+    num_classes: int | None = None,
 ) -> str:
     """Plots each metric of a Keras history per epoch, training beside validation; returns `path`.
+
+    Every y-axis starts at 0, so a flat curve looks flat; with `num_classes`, a grey
+    line marks chance (ln C for the loss, 1 / C for accuracy), so a run that is not
+    learning shows as one that sits on it.
 
     Example:
         >>> h = tltf.fine_tune(model, train, validation_data=val, epochs=3)
@@ -42,6 +47,7 @@ def training_curves(
             dashed line, e.g. ``[1]`` where `fine_tune` opens the backbone after one
             head-only epoch.
         title: above the plots.
+        num_classes: classes of a single-label classifier, for the chance lines.
     """
     metrics = sorted(
         (k for k in history if not k.startswith("val_") and k != "learning_rate"),
@@ -62,6 +68,10 @@ def training_curves(
                 ax.plot(epochs, values, style, label="validation" if name != key else "training")
         for start in phase_starts:
             ax.axvline(start + 0.5, color="grey", linestyle=":", linewidth=1)
+        chance = _chance(key, num_classes)
+        if chance is not None:
+            ax.axhline(chance, color="grey", linewidth=1, label="chance")
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.set_title(key)
@@ -73,6 +83,13 @@ def training_curves(
     if title:
         figure.suptitle(title)
     return _save(figure, path)
+
+
+def _chance(metric: str, num_classes: int | None) -> float | None:
+    """A metric's value for a model that has learned nothing (uniform over the classes)."""
+    if not num_classes or num_classes < 2:
+        return None
+    return {"loss": math.log(num_classes), "accuracy": 1 / num_classes}.get(metric)
 
 
 def confusion_matrix(report: Any, path: str, *, title: str | None = None) -> str:

@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     width = min(40, max(len("INPUT"), *(len(x) for x in shown)))
     print(f"{'INPUT':<{width}}  OUTPUTS")
     for x, row in zip(shown, rows, strict=True):
-        x = x if len(x) <= width else x[: width - 3] + "..."
+        if len(x) > width:  # a path keeps its file name; a text keeps its start
+            x = "..." + x[3 - width :] if os.path.exists(x) else x[: width - 3] + "..."
         print(f"{x:<{width}}  {_summary(row)}")
     return 0
 

@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import os
-import sys
 import time
 from typing import Any
 
@@ -131,15 +130,23 @@ def load_data(
 def data_name(source: str | None) -> str:
     """A short name for a data source: file or folder name, or the TFDS name.
 
+    A split folder (``photos/train``) is named after the data set above it.
+
     Example:
-        >>> data_name("data/pets.csv"), data_name("tfds:tf_flowers:train"), data_name(None)
-        ('pets', 'tf_flowers', 'debian_topics')
+        >>> data_name("data/pets.csv"), data_name("photos/train"), data_name("tfds:tf_flowers:train")
+        ('pets', 'photos', 'tf_flowers')
     """
     if not source:
         return EXAMPLE_NAME
     if source.startswith("tfds:"):
         return source[len("tfds:") :].split(":")[0]
-    return os.path.splitext(os.path.basename(os.path.normpath(source)))[0] or "run"
+    from tltf.data.folders import SPLIT_FOLDERS
+
+    path = os.path.normpath(os.path.abspath(source))
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name.lower() in SPLIT_FOLDERS:
+        name = os.path.basename(os.path.dirname(path)) or name
+    return name or "run"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,12 +208,14 @@ def build_model(cfg: dict[str, Any], train: Any) -> Any:
 
 
 def fill_names(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Sets the export name (default: the data's) and run folder (``runs/NAME-TIMESTAMP``).
+    """Sets the export name (default: the data's), run folder (``runs/NAME-TIMESTAMP``)
+    and freeze policy (``top:2``; ``none`` from random weights, which have nothing to keep).
 
     Example:
         >>> fill_names(config.resolve(None, {"data": "pets.csv"}))["run_dir"]
         'runs/pets-20250101-120000'
     """
+    cfg["freeze"] = cfg["freeze"] or ("none" if cfg["weights"] == "random" else "top:2")
     cfg["export"] = cfg["export"] or data_name(cfg["data"])
     if not cfg["run_dir"]:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -236,7 +245,7 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
         with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as fh:
             fh.write(config.to_yaml(cfg))
     spec = tltf.info(model)["backbone"]
-    tltf.describe(model)
+    print(tltf.describe(model))
     print(f"run folder: {run_dir}")
     trained = tltf.fine_tune(
         model,
@@ -250,7 +259,6 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
         seed=cfg["seed"],
         run_dir=run_dir,
         callbacks=[_tensorboard(run_dir)],
-        verbose=1 if sys.stdout.isatty() else 2,
     )
     history = trained.history
     metrics: dict[str, Any] = {"backbone": spec, "history": history}
@@ -261,6 +269,7 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
             os.path.join(run_dir, "training_curves.png"),
             phase_starts=trained.phase_starts,
             title=f"{data_name(cfg['data'])}: {_short_spec(spec)}",
+            num_classes=len(train.class_names) if cfg["task"] == "classification" else None,
         )
 
     held_out = test or val
@@ -353,7 +362,7 @@ def _predict_with_export(path: str, data: Any) -> None:
     if data.modality == "text":
         out, shown = served(text=tf.constant([x])), x
     else:
-        image = x if isinstance(x, bytes) else tf.io.read_file(x)
+        image = x if isinstance(x, bytes) else tf.io.read_file(x).numpy()
         out, shown = (
             served(image_bytes=tf.constant([image])),
             "<image bytes>" if isinstance(x, bytes) else x,
