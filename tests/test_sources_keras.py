@@ -165,7 +165,7 @@ def test_local_weights_file_with_sha256(tmp_path):
         tltf.load_backbone("keras:MobileNetV2", weights=path, sha256="0" * 64)
 
 
-def test_failed_download_is_backbone_unavailable(monkeypatch, tmp_path):
+def test_failed_download_is_backbone_unavailable(monkeypatch, tmp_path, capsys):
     from keras.src.backend import config
     from keras.src.utils import file_utils
 
@@ -179,6 +179,9 @@ def test_failed_download_is_backbone_unavailable(monkeypatch, tmp_path):
     message = str(info.value)
     assert "ImageNet weights of MobileNetV2" in message
     assert "KERAS_HOME" in message and "weights='/path/to/" in message
+    assert "--weights /path/to/mobilenetv2_notop.h5 with tltf train" in message  # CLI form too
+    assert "Downloading data from" not in capsys.readouterr().out  # Keras' chatter stays out
+    assert message.count("Temporary failure in name resolution") == 1  # whole words
     shown = "".join(traceback.format_exception(info.value))
     assert "During handling" not in shown and "urllib" not in shown
 

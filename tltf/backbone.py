@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -314,8 +315,12 @@ def download_failed(
         ...     raise download_failed("keras:ResNet50", "the ImageNet weights", exc,
         ...                           cache="~/.keras", local="weights='/path/to.h5'") from None
     """
-    lines = str(exc).strip().splitlines()
-    reason = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    root = exc  # the innermost error says why (Keras wraps urllib's in its own)
+    while (root.__cause__ or root.__context__) is not None:
+        root = root.__cause__ or root.__context__
+    lines = str(root).strip().splitlines()
+    first = textwrap.shorten(lines[0], 200, placeholder=" ...") if lines else ""
+    reason = f"{type(root).__name__}: {first}" if first else type(root).__name__
     return BackboneUnavailable(
         f"{spec}: could not download {fetched} ({reason}). To work offline, fill the cache "
         f"on a machine that is online and copy it here: {cache}. The caches are set by "

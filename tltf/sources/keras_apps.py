@@ -352,6 +352,28 @@ def _first_branch(layers: list) -> int:
     return next((i for i, lyr in enumerate(layers) if consumers.get(id(lyr), 0) > 1), -1)
 
 
+def _quietly(constructor: Any, kwargs: dict) -> Any:
+    """Calls a keras.applications constructor without its console chatter.
+
+    Keras prints "Downloading data from URL" (also when offline, before the error
+    that tltf turns into its own) and MobileNets warn that the 224 px weights load
+    at other sizes, which is what a model without its top wants.
+    """
+    import warnings
+
+    import keras
+
+    interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()  # print_msg goes to absl's log instead
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*weights for input shape")
+            return constructor(**kwargs)
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
+
+
 @register_source("keras")
 def load(
     name: str,
@@ -408,7 +430,7 @@ def load(
     if fam.builtin_preprocessing:
         kwargs["include_preprocessing"] = True
     try:
-        base = constructor(**kwargs)
+        base = _quietly(constructor, kwargs)
     except ValueError as exc:
         raise SpecError(f"{spec}: {exc}") from None
     except Exception as exc:  # a failed weights download surfaces as many error types
@@ -418,7 +440,10 @@ def load(
                 f"the ImageNet weights of {name}",
                 exc,
                 cache="$KERAS_HOME/models (default ~/.keras/models)",
-                local=f"load_backbone('{spec}', weights='/path/to/{name.lower()}_notop.h5')",
+                local=(
+                    f"weights='/path/to/{name.lower()}_notop.h5' in Python, or "
+                    f"--weights /path/to/{name.lower()}_notop.h5 with tltf train"
+                ),
             ) from None
         raise
     return Backbone(
