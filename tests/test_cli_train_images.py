@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 
+import keras
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
+import tltf
 from tltf.cli import main
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
@@ -61,6 +62,25 @@ def test_random_weights_train_everything_with_bn_statistics_and_learn(scratch_ru
     out = scratch_run["out"]
     assert "head only" not in out  # no head phase on random features
     assert "tltf: training all 7 groups and the head at lr 0.001, up to" in out
-    history = json.loads((scratch_run["run_dir"] / "metrics.json").read_text())["history"]
-    assert min(history["loss"]) < math.log(3) - 0.05  # frozen BN kept it at ln(3)
+    model = keras.saving.load_model(scratch_run["run_dir"] / "model.keras")
+    bns = [
+        layer
+        for layer in model.get_layer("backbone").layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert {layer.momentum for layer in bns} == {tltf.recipe.SCRATCH_BN_MOMENTUM}
+    # the statistics trained (frozen ones stay at variance 1, and the loss at ln 3)
+    assert all(abs(float(np.mean(layer.moving_variance)) - 1) > 1e-3 for layer in bns)
     assert "\r" not in out and "\x1b[" not in out  # not a terminal: one line per epoch
+
+
+def test_task_b_trains_on_the_task_a_run_folder(scratch_run, colours):
+    argv = ["train", "--backbone", f"file:{scratch_run['run_dir']}", "--data", str(colours)]
+    argv += ["--freeze", "top:2", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "8"]
+    argv += ["--run-dir", str(scratch_run["root"] / "B")]
+    argv += ["--export-dir", str(scratch_run["root"] / "export")]
+    code, out, err = _run(argv)
+    assert code == 0, err
+    assert "is a tltf model" in out and "tltf: training groups stage5, top and the head" in out
+    saved = json.loads((scratch_run["root"] / "B" / "metrics.json").read_text())
+    assert saved["backbone"] == f"file:{scratch_run['run_dir']}"

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent(
         keras.utils.set_random_seed(0)
         model = tltf.build("keras:MobileNetV2", class_names=["a", "b"], weights=None,
                            input_shape=(32, 32, 3), freeze="top:1", head={"dropout": 0},
-                           strategy=strategy)
+                           bn="frozen", strategy=strategy)  # replicas: no batch statistics
         history = tltf.fine_tune(model, (x, y), epochs=2, freeze_epochs=0, lr=1e-2,
                                  batch_size=batch_size, verbose=0)
         weights = [w.numpy().tolist() for w in model.trainable_weights[-2:]]

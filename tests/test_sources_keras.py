@@ -191,14 +191,17 @@ def _pixels(n: int = 12) -> np.ndarray:
 
 
 def _model(freeze: str = "all", name: str = "ResNet50") -> keras.Model:
+    """Random weights standing in for pretrained ones: BatchNorm frozen, as for those."""
     keras.utils.set_random_seed(0)
-    return tltf.build(
-        f"keras:{name}",
-        class_names=["a", "b", "c"],
-        weights=None,
-        input_shape=(32, 32, 3),
-        freeze=freeze,
-    )
+    with pytest.warns(UserWarning, match="random weights and bn='frozen'"):
+        return tltf.build(
+            f"keras:{name}",
+            class_names=["a", "b", "c"],
+            weights=None,
+            input_shape=(32, 32, 3),
+            freeze=freeze,
+            bn="frozen",
+        )
 
 
 def test_frozen_and_fine_tuned():

@@ -115,7 +115,12 @@ def _set_trainable(layer: Any, value: bool) -> None:
 
 
 class Description(str):
-    """The text of `describe`; shown as the table itself in a notebook or the REPL."""
+    """The text of `describe`; shown as the table itself in a notebook or the REPL.
+
+    Example:
+        >>> tltf.describe(model)               # a notebook cell: the table, not a quoted string
+        tltf model 'tltf_classification': task=classification, ...
+    """
 
     def __repr__(self) -> str:
         return str(self)
