@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import os
 
 import pytest
+from cli_util import run_cli
 
 from tltf.cli import main
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +30,20 @@ def run_dir(tiny_bert_dir, tiny_text_data, tmp_path_factory):
         *("--run-dir", str(root / "run"), "--export", "topics"),
         *("--export-dir", str(root / "export")),
     ]
-    code, _, err = _run(argv)
+    code, _, err = run_cli(argv)
     assert code == 0, err
     return root / "run"
 
 
 def test_export_run_dir_writes_the_next_version_under_the_runs_export_name(run_dir, tmp_path):
-    code, out, err = _run(["export", str(run_dir), "--export-dir", str(tmp_path)])
+    code, out, err = run_cli(["export", str(run_dir), "--export-dir", str(tmp_path)])
     assert code == 0, err
     assert out.strip() == f"exported: {tmp_path / 'topics' / '1'}"
     with open(tmp_path / "topics" / "1" / "assets.extra" / "labels.txt") as fh:
         assert fh.read().split() == ["games", "math", "sound"]
-    code, out, _ = _run(["export", str(run_dir), "--name", "other", "--export-dir", str(tmp_path)])
+    code, out, _ = run_cli(
+        ["export", str(run_dir), "--name", "other", "--export-dir", str(tmp_path)]
+    )
     assert code == 0 and out.strip().endswith(os.path.join("other", "1"))
 
 
@@ -60,7 +54,7 @@ def test_evaluate_run_and_its_export_agree(run_dir):
     for target in (run_dir, run_dir.parent / "export" / "topics"):
         # the run knows its column names; the export is told them by flags
         flags = [] if target == run_dir else ["--text-column", "body", "--label-column", "topic"]
-        code, out, err = _run(["evaluate", str(target), "--data", test_csv, "--json", *flags])
+        code, out, err = run_cli(["evaluate", str(target), "--data", test_csv, "--json", *flags])
         assert code == 0, err
         reports[target.name] = json.loads(out)
     run, export = reports["run"], reports["topics"]
@@ -73,7 +67,7 @@ def test_evaluate_run_and_its_export_agree(run_dir):
 def test_evaluate_prints_report_confusion_matrix_and_plot(run_dir, tmp_path):
     png = tmp_path / "cm.png"
     test_csv = str(run_dir.parent / "test.csv")
-    code, out, err = _run(["evaluate", str(run_dir), "--data", test_csv, "--plot", str(png)])
+    code, out, err = run_cli(["evaluate", str(run_dir), "--data", test_csv, "--plot", str(png)])
     assert code == 0, err
     assert "accuracy" in out and "precision" in out and "recall" in out
     matrix = out[out.index("true \\ predicted") :].splitlines()
@@ -84,7 +78,7 @@ def test_evaluate_prints_report_confusion_matrix_and_plot(run_dir, tmp_path):
 def test_evaluate_unseen_label_is_a_one_line_error(run_dir, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("body,topic\nplay a game,games\nhello,weather\n")
-    code, _, err = _run(["evaluate", str(run_dir), "--data", str(bad)])
+    code, _, err = run_cli(["evaluate", str(run_dir), "--data", str(bad)])
     assert code == 2
     assert "weather" in err and len(err.strip().splitlines()) == 1
 
@@ -94,7 +88,7 @@ def test_not_a_run_folder_is_exit_2(command, tmp_path):
     argv = [command, str(tmp_path / "nope")] + (
         ["--data", "x.csv"] if command == "evaluate" else []
     )
-    code, _, err = _run(argv)
+    code, _, err = run_cli(argv)
     assert code == 2
     assert "nope" in err and "Traceback" not in err
 
@@ -106,7 +100,7 @@ def test_unexpected_failure_is_exit_1_in_one_line_and_debug_shows_it(monkeypatch
         raise RuntimeError("disk on fire\nsecond line")
 
     monkeypatch.setattr(export, "load_run_model", broken)
-    code, _, err = _run(["export", str(tmp_path)])
+    code, _, err = run_cli(["export", str(tmp_path)])
     assert code == 1
     assert err.strip() == (
         "tltf export: failed: RuntimeError: disk on fire (add --debug for the traceback)"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import os
 
 import pytest
 import yaml
+from cli_util import run_cli
 
 import tltf
 from tltf.cli import main
@@ -20,13 +19,6 @@ def _write_csv(path, texts, labels):
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
         writer.writerows(zip(texts, labels, strict=True))
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +50,7 @@ def trained(tiny_bert_dir, text_csvs, tmp_path_factory):
     (root / "run.yaml").write_text(yaml.safe_dump(cfg))
     run_dir = root / "run"
     argv = ["train", "--config", str(root / "run.yaml"), "--epochs", "1"]
-    code, out, err = _run([*argv, "--run-dir", str(run_dir)])
+    code, out, err = run_cli([*argv, "--run-dir", str(run_dir)])
     assert code == 0, err
     return {"root": root, "run_dir": run_dir, "out": out, "argv": argv}
 
@@ -102,7 +94,7 @@ def test_rerun_of_a_finished_run_trains_nothing_and_reports_again(trained):
     """Same run folder: both phases are recorded as finished, so no epoch runs."""
     run_dir = trained["run_dir"]
     before = json.loads((run_dir / "metrics.json").read_text())
-    code, out, err = _run([*trained["argv"], "--run-dir", str(run_dir)])
+    code, out, err = run_cli([*trained["argv"], "--run-dir", str(run_dir)])
     assert code == 0, err
     assert "Epoch " not in out
     assert "held-out accuracy:" in out and "exported:" in out
@@ -123,21 +115,21 @@ def test_multilabel_task_reports_keras_metrics_without_a_confusion_matrix(
     argv = ["train", "--backbone", f"keras_hub:{tiny_bert_dir}", "--sequence-length", "16"]
     argv += ["--data", str(tmp_path / "train.jsonl"), "--task", "multilabel", "--freeze", "all"]
     argv += ["--epochs", "1", "--batch-size", "8", "--run-dir", str(tmp_path / "run")]
-    code, out, err = _run([*argv, "--export-dir", str(tmp_path / "export")])
+    code, out, err = run_cli([*argv, "--export-dir", str(tmp_path / "export")])
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"loss", "auc"} <= set(metrics["held_out"])
     assert (tmp_path / "run" / "training_curves.png").exists()
     assert not (tmp_path / "run" / "confusion_matrix.png").exists()
     assert "SavedModel prediction: {" in out and "'labels'" in out
-    code, _, err = _run(
+    code, _, err = run_cli(
         ["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "train.jsonl")]
     )
     assert code == 2 and "is a multilabel model" in err
 
 
 def test_print_config_shows_every_default_and_exits(tmp_path):
-    code, out, _ = _run(["train", "--print-config", "--epochs", "7", "--run-dir", "r"])
+    code, out, _ = run_cli(["train", "--print-config", "--epochs", "7", "--run-dir", "r"])
     assert code == 0
     cfg = yaml.safe_load(out)
     assert cfg["epochs"] == 7 and cfg["run_dir"] == "r"
@@ -146,13 +138,15 @@ def test_print_config_shows_every_default_and_exits(tmp_path):
 
 
 def test_print_config_default_run_dir_is_named_after_the_data(tmp_path):
-    code, out, _ = _run(["train", "--print-config", "--data", str(tmp_path / "pets.csv")])
+    code, out, _ = run_cli(["train", "--print-config", "--data", str(tmp_path / "pets.csv")])
     assert code == 0
     assert yaml.safe_load(out)["run_dir"].startswith(os.path.join("runs", "pets-"))
 
 
 def test_a_split_folder_is_named_after_its_data_set(tmp_path):
-    code, out, _ = _run(["train", "--print-config", "--data", str(tmp_path / "photos" / "train")])
+    code, out, _ = run_cli(
+        ["train", "--print-config", "--data", str(tmp_path / "photos" / "train")]
+    )
     saved = yaml.safe_load(out)
     assert code == 0 and saved["export"] == "photos"  # not "train"
     assert saved["freeze"] == "top:2" and saved["bn"] == "auto"
@@ -160,7 +154,7 @@ def test_a_split_folder_is_named_after_its_data_set(tmp_path):
 
 def test_unknown_config_key_names_the_nearest_valid_one(tmp_path):
     (tmp_path / "run.yaml").write_text("epoch: 3\n")
-    code, _, err = _run(["train", "--config", str(tmp_path / "run.yaml")])
+    code, _, err = run_cli(["train", "--config", str(tmp_path / "run.yaml")])
     assert code == 2
     assert "unknown key 'epoch'; did you mean 'epochs'?" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -169,7 +163,7 @@ def test_unknown_config_key_names_the_nearest_valid_one(tmp_path):
 def test_missing_column_is_one_line_error_with_exit_2(tmp_path):
     _write_csv(tmp_path / "train.csv", ["a", "b"], ["x", "y"])
     argv = ["train", "--backbone", "keras:MobileNetV2", "--data", str(tmp_path / "train.csv")]
-    code, _, err = _run([*argv, "--text-column", "body", "--run-dir", str(tmp_path / "r")])
+    code, _, err = run_cli([*argv, "--text-column", "body", "--run-dir", str(tmp_path / "r")])
     assert code == 2
     assert "body" in err and "train.csv" in err
     assert "Traceback" not in err
@@ -177,7 +171,7 @@ def test_missing_column_is_one_line_error_with_exit_2(tmp_path):
 
 def test_bad_spec_is_one_line_error(tmp_path, text_csvs):
     argv = ["train", "--backbone", "nosuch:model", "--data", str(text_csvs / "train.csv")]
-    code, _, err = _run([*argv, "--run-dir", str(tmp_path / "r")])
+    code, _, err = run_cli([*argv, "--run-dir", str(tmp_path / "r")])
     assert code == 2
     assert "unknown source 'nosuch'" in err
 

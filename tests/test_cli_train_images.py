@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import keras
 import numpy as np
 import pytest
 import yaml
+from cli_util import run_cli
 from PIL import Image
 
 import tltf
-from tltf.cli import main
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +36,7 @@ def scratch_run(colours, tmp_path_factory):
     argv = ["train", "--backbone", "keras:MobileNetV2", "--weights", "random"]
     argv += ["--image-size", "32", "--data", str(colours), "--batch-size", "8"]
     argv += ["--run-dir", str(root / "run"), "--export-dir", str(root / "export")]
-    code, out, err = _run(argv)
+    code, out, err = run_cli(argv)
     return {"code": code, "out": out, "err": err, "run_dir": root / "run", "root": root}
 
 
@@ -79,7 +70,7 @@ def test_task_b_trains_on_the_task_a_run_folder(scratch_run, colours):
     argv += ["--freeze", "top:2", "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "8"]
     argv += ["--run-dir", str(scratch_run["root"] / "B")]
     argv += ["--export-dir", str(scratch_run["root"] / "export")]
-    code, out, err = _run(argv)
+    code, out, err = run_cli(argv)
     assert code == 0, err
     assert "is a tltf model" in out and "tltf: training groups stage5, top and the head" in out
     saved = json.loads((scratch_run["root"] / "B" / "metrics.json").read_text())
