@@ -230,9 +230,14 @@ def bench(kind: str, ks: list[str], seeds: int, finetune_seeds: int, arms: list[
             if seed >= finetune_seeds:
                 continue
             rec = tltf.recommend(len(sub), len(names), similarity=SIMILARITY[kind], backbone=model)
-            if "tltf_advised" in arms:
-                if rec.freeze == "all":
-                    record("tltf_advised", k, acc, seconds)  # the same run as tltf_frozen
+            fine_tuned = {
+                "tltf_advised": (rec.build_kwargs(), rec.fine_tune_kwargs()),
+                "tltf_top2": ({"freeze": "top:2"}, {}),
+            }
+            for arm in (a for a in fine_tuned if a in arms):
+                build_kwargs, fine_tune_kwargs = fine_tuned[arm]
+                if build_kwargs["freeze"] == "all":  # the same run as tltf_frozen
+                    record(arm, k, acc, seconds)
                 else:
                     acc2, seconds2, _ = run_tltf(
                         spec,
@@ -241,23 +246,12 @@ def bench(kind: str, ks: list[str], seeds: int, finetune_seeds: int, arms: list[
                         test,
                         seed=seed,
                         test_features=None,
-                        build_kwargs=rec.build_kwargs(),
-                        fine_tune_kwargs=rec.fine_tune_kwargs(),
+                        build_kwargs=build_kwargs,
+                        fine_tune_kwargs=fine_tune_kwargs,
                     )
-                    record("tltf_advised", k, acc2, seconds2)
+                    record(arm, k, acc2, seconds2)
+            if "tltf_advised" in arms:
                 cells["tltf_advised"][k].setdefault("freeze", rec.freeze)
-            if "tltf_top2" in arms:
-                acc3, seconds3, _ = run_tltf(
-                    spec,
-                    opts,
-                    sub,
-                    test,
-                    seed=seed,
-                    test_features=None,
-                    build_kwargs={"freeze": "top:2"},
-                    fine_tune_kwargs={},
-                )
-                record("tltf_top2", k, acc3, seconds3)
     return {
         "backbone": spec,
         "train": len(train),

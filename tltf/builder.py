@@ -112,18 +112,16 @@ def build(
     bn = _bn_policy(bb, bn)
     inputs = task_obj.inputs(bb.input_spec)
     x = inputs
-    if augment != "none":
+    image_only = {"augment": augment != "none", "background": background is not None}
+    for option in (o for o, given in image_only.items() if given):
         if bb.modality != "image":
-            raise SpecError(
-                f"augment={augment!r} is for image backbones; {bb.spec} is {bb.modality}."
-            )
+            raise SpecError(f"{option}= is for image backbones; {bb.spec} is {bb.modality}.")
+    if augment != "none":
         from tltf.data import augmentation_layers
 
         x = augmentation_layers(augment)(x)
     input_spec = dict(bb.input_spec)
     if background is not None:
-        if bb.modality != "image":
-            raise SpecError(f"background= is for image backbones; {bb.spec} is {bb.modality}.")
         input_spec["background"] = _background(background)
     x = bb.preprocessor(x)
     bb.model.name = BACKBONE_LAYER
