@@ -23,7 +23,7 @@ lint: setup
 
 # Two pytest workers, a test file each at a time: 9 min instead of 14 on 2 cores.
 test: setup lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # Speed benchmarks (not tests): figures and ratios, see benchmarks/README.md.
 bench: setup

@@ -233,6 +233,7 @@ def bench(kind: str, ks: list[str], seeds: int, finetune_seeds: int, arms: list[
             fine_tuned = {
                 "tltf_advised": (rec.build_kwargs(), rec.fine_tune_kwargs()),
                 "tltf_top2": ({"freeze": "top:2"}, {}),
+                "tltf_top2_aug": ({"freeze": "top:2", "augment": "light"}, {}),
             }
             for arm in (a for a in fine_tuned if a in arms):
                 build_kwargs, fine_tune_kwargs = fine_tuned[arm]
@@ -329,7 +330,7 @@ def main() -> None:
     p.add_argument("--ks", default="8,32,128,all", help="examples per class, comma-separated")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--finetune-seeds", type=int, default=1)
-    p.add_argument("--arms", default="tltf_advised", help="extra tltf arms: tltf_advised,tltf_top2")
+    p.add_argument("--arms", default="tltf_advised", help="extra tltf arms: tltf_advised,tltf_top2,tltf_top2_aug (images)")
     p.add_argument("--png", help="write the learning curves here")
     p.add_argument(
         "--cache-dir", help="keep the feature cache here between runs (default: a new, cold one)"

@@ -206,3 +206,40 @@ def test_history_marks_where_each_phase_starts():
     x, y = _noisy_images(24, 6)
     history = tltf.fine_tune(model, (x, y), epochs=2, freeze_epochs=3, batch_size=8, verbose=0)
     assert history.phase_starts == [3] and history.epoch == [0, 1, 2, 3, 4]
+
+
+def test_warm_up_of_an_augmented_model_trains_on_clean_cached_features(
+    mobilenet_v2_32_weights, tmp_path, capsys
+):
+    keras.utils.set_random_seed(0)
+    model = tltf.build(
+        "keras:MobileNetV2",
+        class_names=["a", "b", "c"],
+        weights=mobilenet_v2_32_weights,
+        input_shape=(32, 32, 3),
+        freeze="top:1",
+        augment="light",
+    )
+    x, y = _colour_images(24, 5)
+    history = tltf.fine_tune(
+        model, (x, y), validation_data=_colour_images(9, 6), cache_dir=str(tmp_path), verbose=2
+    )
+    out = capsys.readouterr().out
+    assert "features of 24 training examples" in out  # the warm-up ran on the cache
+    assert len(history.phase_starts) == 1
+    assert model.get_layer("backbone").trainable_weights  # phase 2 ran with the top group open
+    pre = model.layers[1]
+    assert not np.allclose(pre(x[:2], training=True), x[:2])  # augmentation still in phase 2
+    with pytest.raises(tltf.SpecError, match="random in training"):  # freeze="all": no cache
+        tltf.fine_tune(
+            tltf.build(
+                "keras:MobileNetV2",
+                class_names=["a", "b", "c"],
+                weights=mobilenet_v2_32_weights,
+                input_shape=(32, 32, 3),
+                augment="light",
+            ),
+            (x, y),
+            cache_features=True,
+            verbose=0,
+        )

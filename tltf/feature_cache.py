@@ -98,6 +98,7 @@ def fit_head(
     verbose: Any = "auto",
     fit: Callable[..., Any] | None = None,
     min_steps_per_epoch: int = 1,
+    clean: bool = False,
     **fit_kwargs: Any,
 ) -> Any:
     """Trains the head of a compiled, frozen tltf model on cached features; None when not applicable.
@@ -120,6 +121,9 @@ def fit_head(
         min_steps_per_epoch: an epoch passes over the features as often as it takes
             to reach this many steps (Keras spends ~30 ms per epoch, a head step
             microseconds: a long head phase on little data is otherwise all overhead).
+        clean: train on un-augmented features even when the model augments: the
+            extraction runs in inference mode, where augmentation layers pass pixels
+            through (`tltf.fine_tune`'s warm-up before the backbone opens).
         **fit_kwargs: passed to the head's `fit` (``epochs=``, ``initial_epoch=``, ...).
 
     Returns:
@@ -129,7 +133,7 @@ def fit_head(
 
     if cache_features is False or not head_only(model):
         return None
-    reason = why_not_cached(model, train, validation_data, callbacks)
+    reason = why_not_cached(model, train, validation_data, callbacks, clean=clean)
     if reason:
         if cache_features:
             raise SpecError(f"cache_features=True, but {reason}. Pass cache_features=False.")
@@ -173,9 +177,16 @@ def fit_head(
 
 
 def why_not_cached(
-    model: Any, train: Any, validation_data: Any = None, callbacks: Any = None
+    model: Any,
+    train: Any,
+    validation_data: Any = None,
+    callbacks: Any = None,
+    *,
+    clean: bool = False,
 ) -> str:
     """Why a head-only phase cannot train on cached features ("" when it can).
+
+    ``clean=True`` accepts augmentation before the backbone (see `fit_head`).
 
     Example:
         >>> why_not_cached(model, train)
@@ -199,7 +210,7 @@ def why_not_cached(
     shape = _features(model).shape[1:]
     if None in shape:
         return f"the backbone's features have a variable shape {shape}"
-    for layer in preprocessing_layers(model):
+    for layer in [] if clean else preprocessing_layers(model):
         for sub in layer._flatten_layers(include_self=True):
             if _random_in_training(sub):
                 return (

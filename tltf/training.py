@@ -173,12 +173,13 @@ def fine_tune(
     for phase_policy, phase_lr, phase_epochs in phases:
         set_freeze(model, phase_policy)
         head = phase_policy == "all"
+        warmup_phase = head and policy != "all"  # fits the head to clean features
         stop = []
         head_data = (whole, None) if held is not None else (train, validation_data)
         if phase_epochs is None:  # automatic: an upper bound, and early stopping
             if head:
                 cached = cache_features is not False and not why_not_cached(
-                    model, *head_data, callbacks
+                    model, *head_data, callbacks, clean=warmup_phase
                 )
                 phase_epochs = recipe.head_epochs(-(-whole_n // batch_size), cached)
                 stop = recipe.head_callbacks()
@@ -211,6 +212,7 @@ def fine_tune(
                 verbose=verbose,
                 fit=run.fit,
                 min_steps_per_epoch=recipe.HEAD_STEPS_PER_EPOCH if stop else 1,
+                clean=warmup_phase,
                 **epoch_range,
                 **fit_kwargs,
             ) or run.fit(model, train_ds, callbacks=phase_callbacks, **epoch_range, **fit)
