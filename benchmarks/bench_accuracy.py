@@ -330,7 +330,11 @@ def main() -> None:
     p.add_argument("--ks", default="8,32,128,all", help="examples per class, comma-separated")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--finetune-seeds", type=int, default=1)
-    p.add_argument("--arms", default="tltf_advised", help="extra tltf arms: tltf_advised,tltf_top2,tltf_top2_aug (images)")
+    p.add_argument(
+        "--arms",
+        default="tltf_advised",
+        help="extra tltf arms: tltf_advised,tltf_top2,tltf_top2_aug (images)",
+    )
     p.add_argument("--png", help="write the learning curves here")
     p.add_argument(
         "--cache-dir", help="keep the feature cache here between runs (default: a new, cold one)"
