@@ -22,6 +22,9 @@ _EXPORTS = {
     "Backbone": "tltf.backbone",
     "load_backbone": "tltf.backbone",
     "sources": "tltf.backbone",
+    "register_source": "tltf.backbone",
+    "Modality": "tltf.modalities",
+    "register_modality": "tltf.modalities",
     "build": "tltf.builder",
     "compile_model": "tltf.builder",
     "load_model": "tltf.builder",
@@ -41,7 +44,7 @@ _EXPORTS = {
     "BackboneUnavailable": "tltf.errors",
     "ExportError": "tltf.errors",
 }
-_SUBMODULES = ("data", "distribute", "layers", "heads", "serving", "training")
+_SUBMODULES = ("data", "distribute", "layers", "heads", "modalities", "serving", "training")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

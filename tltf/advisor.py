@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tltf import recipe
+from tltf.backbone import source_modality
 from tltf.errors import SpecError
+from tltf.modalities import get_modality
 
 SIMILARITIES = ("high", "medium", "low")
 SMALL_PER_CLASS = 100  # "tens per class"
@@ -31,7 +33,6 @@ LARGE_PER_CLASS = 1000  # "thousands per class"
 OPEN_SHARE = {"high": 0.25, "medium": 0.5, "low": 0.75}
 # when the number of groups is unknown (a spec string that was not loaded)
 OPEN_GROUPS = {"high": 2, "medium": 3, "low": 4}
-TEXT_SOURCES = ("keras_hub", "keras_nlp", "hf")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,9 @@ def recommend(
             "high" (photos for an ImageNet network, English prose for a text encoder),
             "medium", or "low" (X-rays, spectrograms, source code, another language).
         backbone: optional: a `tltf.Backbone`, a tltf model, or a spec string. Its
-            groups size ``top:N``, and its kind sets the rates (5e-5 text, 1e-4 images).
+            groups size ``top:N``, and its modality sets the rates (5e-5 text, 1e-4
+            images). A spec string tells only its source's modality (``keras:`` images,
+            ``hf:`` text); for ``keras_hub:`` or ``hub:`` pass the loaded Backbone.
     """
     if similarity not in SIMILARITIES:
         raise SpecError(f"similarity={similarity!r}; use one of {SIMILARITIES}.")
@@ -172,9 +175,9 @@ def _backbone_facts(backbone: Any) -> tuple[int | None, float]:
     """(number of groups or None, fine-tuning rate) of a Backbone, tltf model or spec."""
     if backbone is None:
         return None, 1e-4
-    if isinstance(backbone, str):
-        text = backbone.split(":", 1)[0] in TEXT_SOURCES
-        return None, 5e-5 if text else 1e-4
+    if isinstance(backbone, str):  # the source's modality, when it has one
+        modality = source_modality(backbone)
+        return None, 1e-4 if modality is None else get_modality(modality).default_lr
     if hasattr(backbone, "groups") and hasattr(backbone, "default_lr"):
         return len(backbone.groups), float(backbone.default_lr)
     from tltf.metadata import info

@@ -20,6 +20,7 @@ from tltf.errors import BackboneUnavailable, SpecError
 
 _SOURCES: dict[str, Callable[..., Backbone]] = {}
 _ALIASES: dict[str, str] = {}
+_MODALITIES: dict[str, str | None] = {}  # what a source's backbones take, where it is one
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Backbone:
 
     Attributes:
         spec: the spec string it was loaded from.
-        modality: "image" or "text".
+        modality: the name of its `tltf.modalities` entry ("image", "text", ...).
         model: Keras model from preprocessed inputs to pooled features ``[batch, feature_dim]``.
         preprocessor: Keras layer from raw inputs (0-255 pixels, strings) to `model`'s inputs.
         groups: ordered ``{group: [layer names in model]}``, input side first. Every
@@ -160,10 +161,12 @@ def weights_fingerprint(spec: str, weights: list) -> str:
     return digest.hexdigest()[:16]
 
 
-def register_source(name: str, *aliases: str) -> Callable:
+def register_source(name: str, *aliases: str, modality: str | None = None) -> Callable:
     """Decorator: registers ``fn(target, **options) -> Backbone`` for specs ``name:target``.
 
     `fn` also gets ``spec=`` (the whole spec string); `aliases` are other source names.
+    `modality`: what every backbone of this source takes, when that is one modality
+    (`tltf.recommend` then knows it from a spec string without loading it).
 
     Example:
         >>> @register_source("mine")
@@ -174,6 +177,7 @@ def register_source(name: str, *aliases: str) -> Callable:
 
     def decorate(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
         _SOURCES[name] = fn
+        _MODALITIES[name] = modality
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
@@ -190,6 +194,16 @@ def sources() -> list[str]:
     """
     _import_sources()
     return sorted(_SOURCES)
+
+
+def source_modality(spec: str) -> str | None:
+    """The modality a spec's source declares for all its backbones, else None.
+
+    Example:
+        >>> source_modality("keras:ResNet50"), source_modality("keras_hub:/models/x")
+        ('image', None)
+    """
+    return _MODALITIES.get(_parse_spec(spec)[0])
 
 
 def _parse_spec(spec: str) -> tuple[str, str]:

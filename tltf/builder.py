@@ -16,6 +16,7 @@ from tltf.errors import SpecError
 from tltf.freezing import BN_POLICIES, set_freeze
 from tltf.heads import get_task, head_options
 from tltf.metadata import BACKBONE_LAYER, INFO_LAYER
+from tltf.modalities import get_modality, modalities
 from tltf.rates import check_lr_decay
 
 
@@ -110,19 +111,24 @@ def build(
         ) from None
 
     bn = _bn_policy(bb, bn)
-    inputs = task_obj.inputs(bb.input_spec)
-    x = inputs
-    image_only = {"augment": augment != "none", "background": background is not None}
-    for option in (o for o, given in image_only.items() if given):
-        if bb.modality != "image":
-            raise SpecError(f"{option}= is for image backbones; {bb.spec} is {bb.modality}.")
-    if augment != "none":
-        from tltf.data import augmentation_layers
-
-        x = augmentation_layers(augment)(x)
-    input_spec = dict(bb.input_spec)
-    if background is not None:
-        input_spec["background"] = _background(background)
+    mod = get_modality(bb.modality)
+    if not mod.accepts(bb.input_spec):
+        raise SpecError(
+            f"{bb.spec} declares modality {bb.modality!r}, but its input {bb.input_spec} is "
+            f"not {bb.modality} input; fix the source's Backbone(modality=..., input_spec=...)."
+        )
+    inputs = mod.inputs(bb.input_spec, task_obj)
+    options = {"augment": augment, "background": background}
+    for option, value in options.items():
+        if value not in (None, "none") and option not in mod.build_options:
+            owners = [m.name for m in modalities() if option in m.build_options]
+            raise SpecError(
+                f"{option}= is for {' or '.join(owners)} backbones; {bb.spec} is {bb.modality}."
+            )
+    x, extra_spec = mod.input_layers(
+        inputs, bb.spec, {k: v for k, v in options.items() if k in mod.build_options}
+    )
+    input_spec = {**bb.input_spec, **extra_spec}
     x = bb.preprocessor(x)
     bb.model.name = BACKBONE_LAYER
     features = bb.model(x)
@@ -152,18 +158,6 @@ def build(
     set_freeze(model, freeze, bn)
     compile_model(model, lr=lr, loss=loss, metrics=metrics)
     return model
-
-
-def _background(value: Any) -> float | list[float]:
-    """A grey level or an RGB triple in 0-255, checked."""
-    values = [value] if isinstance(value, (int, float)) else list(value)
-    if len(values) not in (1, 3) or not all(
-        isinstance(v, (int, float)) and 0 <= v <= 255 for v in values
-    ):
-        raise SpecError(
-            f"background={value!r}; give a grey level or (r, g, b), each 0-255 (white: 255)."
-        )
-    return float(values[0]) if len(values) == 1 else [float(v) for v in values]
 
 
 def _bn_policy(bb: Backbone, bn: str) -> str:

@@ -372,17 +372,19 @@ def compile_options(model: Any) -> dict:
     """
     from tltf.layers import HubModule
     from tltf.metadata import backbone_model, info
+    from tltf.modalities import get_modality
 
     meta = info(model)
     device = _device_type(model.distribute_strategy)
     jit = meta.get("jit_compile", False)
     if jit not in (True, False, "auto"):
         raise SpecError(f"jit_compile={jit!r}; use True, False or 'auto'.")
-    if jit and meta["modality"] == "text":
+    blocker = get_modality(meta["modality"]).xla_blocker
+    if jit and blocker:
         if jit != "auto":
             raise SpecError(
-                "jit_compile=True on a text model: its tokenizer's string ops cannot be "
-                "XLA-compiled. Use jit_compile='auto' or False."
+                f"jit_compile=True on a {meta['modality']} model: {blocker}. "
+                "Use jit_compile='auto' or False."
             )
         jit = False
     if jit == "auto":

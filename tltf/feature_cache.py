@@ -48,6 +48,7 @@ import numpy as np
 from tltf.backbone import weights_fingerprint
 from tltf.errors import SpecError
 from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info
+from tltf.modalities import get_modality
 
 FORMAT_VERSION = 1
 SHARD_BYTES = 64 << 20  # features per shard file
@@ -438,7 +439,7 @@ def by_length(data: Any) -> Any:
     Example:
         >>> ds = to_tf_dataset(by_length(test), model, 32, training=False)
     """
-    lengths = _text_lengths(data)
+    lengths = _example_lengths(data)
     return data if lengths is None else subset(data, np.argsort(lengths, kind="stable"))
 
 
@@ -451,7 +452,7 @@ def _extract(model: Any, data: Any, folder: str, batch_size: int, progress: Any)
     row_bytes = 4 * math.prod(d or 1 for d in features.shape[1:])
     per_shard = max(batch_size, SHARD_BYTES // row_bytes // batch_size * batch_size)
     n = num_examples(data)
-    lengths = _text_lengths(data)
+    lengths = _example_lengths(data)
     shards: list[dict] = []
     progress.start(n)
     for start in range(0, n, per_shard):
@@ -684,13 +685,10 @@ def subset(data: Any, idx: np.ndarray) -> Any:
     return (tuple(pick[:2]) if _is_pair(data[0]) else pick[0]), pick[-1]
 
 
-def _text_lengths(data: Any) -> np.ndarray | None:
-    """Characters per text example, or None for images and tf.data input."""
+def _example_lengths(data: Any) -> np.ndarray | None:
+    """A size per example to sort the extraction by (texts: characters), or None."""
     if hasattr(data, "as_tf_dataset"):
-        if data.modality != "text":
-            return None
-        pairs = data.x2 or [""] * len(data)
-        return np.array([len(a) + len(b) for a, b in zip(data.x, pairs, strict=True)])
+        return get_modality(data.modality).example_lengths(data)
     if not _fingerprintable(data):
         return None
     texts = [_as_array(part) for part in _parts(data)[:-1]]
@@ -720,8 +718,5 @@ def _hash_data(data: Any, digest: Any) -> None:
             items(part)
         return
     digest.update(json.dumps([data.modality, data.task_hint, data.class_names]).encode())
-    for part in (data.y, data.decode_with_pillow, data.x2):
-        if part is not None:
-            items(part)
-    paths = data.modality == "image" and not isinstance(data.x, np.ndarray)
-    items(data.x, files=paths and bool(len(data)) and isinstance(data.x[0], str))
+    items(data.y)
+    get_modality(data.modality).fingerprint(data, items)

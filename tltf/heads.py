@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from tltf.errors import DataError, SpecError
+from tltf.modalities import get_modality
 
 HEAD_KEYS = ("hidden", "dropout", "activation")
 BASE_HEAD = {"hidden": [], "dropout": 0.1, "activation": "relu"}
@@ -110,20 +111,6 @@ class Task:
     min_names = 2
     default_names: list[str] | None = None  # when build() gets no class_names
 
-    def inputs(self, input_spec: dict) -> Any:
-        """The model's `keras.Input` (or a tuple of them) for the backbone's raw input.
-
-        Example:
-            >>> [x.name for x in get_task("text_pair").inputs({"shape": [], "dtype": "string"})]
-            ['text', 'text_pair']
-        """
-        if input_spec["dtype"] == "string":
-            inputs = tuple(keras.Input(shape=(), dtype="string", name=n) for n in self.text_inputs)
-            return inputs[0] if len(inputs) == 1 else inputs
-        return keras.Input(
-            shape=tuple(input_spec["shape"]), dtype=input_spec["dtype"], name="inputs"
-        )
-
     def check_names(self, class_names: list[str]) -> None:
         """Refuses fewer class names than the task needs (`min_names`).
 
@@ -160,7 +147,8 @@ class Task:
         """User arrays -> ``(x, y)`` for ``tf.data.Dataset.from_tensor_slices``.
 
         Example:
-            >>> meta = {"input_spec": {"shape": [], "dtype": "string"}, "class_names": ["a", "b"]}
+            >>> meta = {"modality": "text", "input_spec": {"shape": [], "dtype": "string"},
+            ...         "class_names": ["a", "b"]}
             >>> get_task("classification").prepare(["first text", "second"], ["b", "a"], meta)
             (['first text', 'second'], array([1, 0]))
         """
@@ -187,18 +175,8 @@ class Task:
 
 
 def _inputs(x: Any, meta: dict, task: Task) -> Any:
-    """Texts as lists of str (a tuple of two lists for pairs); images as float32 arrays."""
-    if meta["input_spec"]["dtype"] != "string":
-        return np.asarray(x, dtype="float32")
-    pair = len(task.text_inputs) == 2
-    if pair != (isinstance(x, tuple) and len(x) == 2):
-        raise DataError(
-            f"task={task.name!r} takes "
-            + ("x=(texts, second_texts)." if pair else "x as one list of texts.")
-        )
-    parts = x if pair else (x,)
-    texts = tuple(np.asarray(p, dtype=object).astype(str).tolist() for p in parts)
-    return texts if pair else texts[0]
+    """In-memory examples as the model takes them (`tltf.modalities.Modality.model_inputs`)."""
+    return get_modality(meta["modality"]).model_inputs(x, meta, task)
 
 
 class Classification(Task):

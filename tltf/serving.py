@@ -34,6 +34,7 @@ from tltf.distribute import chief_only
 from tltf.errors import ExportError
 from tltf.heads import get_task
 from tltf.metadata import backbone_model, info
+from tltf.modalities import get_modality, modalities
 
 FORMATS = ("saved_model", "tflite")
 PARITY_TOLERANCE = 1e-4
@@ -131,10 +132,12 @@ def _check_formats(formats: Sequence[str], meta: dict) -> tuple[str, ...]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or "saved_model" not in formats:
         raise ExportError(f"formats={list(formats)}: use 'saved_model', optionally with 'tflite'.")
-    if "tflite" in formats and meta["modality"] != "image":
+    why_not = get_modality(meta["modality"]).tflite_blocker
+    if "tflite" in formats and why_not:
+        kinds = " and ".join(m.name for m in modalities() if not m.tflite_blocker)
         raise ExportError(
-            f"formats=['tflite'] is for image models; this is a {meta['modality']} model "
-            "(TFLite has no kernels for the tf-text tokenizer ops)."
+            f"formats=['tflite'] is for {kinds} models; this is a {meta['modality']} model "
+            f"({why_not})."
         )
     return formats
 
@@ -171,41 +174,6 @@ def _choose_version(path: str, version: int | None) -> int:
     return version
 
 
-def _image_size(meta: dict) -> tuple[int, int]:
-    height, width = meta["input_spec"]["shape"][:2]
-    if not height or not width:
-        raise ExportError(
-            f"The image model takes any size ({meta['input_spec']['shape']}); build it with "
-            "input_shape=(H, W, 3) so the export knows what to resize images to."
-        )
-    return int(height), int(width)
-
-
-def _decode_images(image_bytes: Any, meta: dict) -> Any:
-    """Encoded JPEG/PNG/GIF/BMP strings ``[N]`` -> float32 RGB pixels ``[N, H, W, 3]``, 0-255.
-
-    The graph behind the ``image_bytes`` input: `tltf.data.load_image` (the decode,
-    transparency flattened onto the model's background, and resize that training
-    uses) for each image, after refusing empty strings.
-    """
-    import tensorflow as tf
-
-    from tltf.data import load_image
-    from tltf.data.images import BACKGROUND
-
-    size = _image_size(meta)
-    background = meta["input_spec"].get("background", BACKGROUND)
-
-    def decode(data):
-        tf.debugging.assert_positive(
-            tf.strings.length(data),
-            message="image_bytes holds an empty string; send the bytes of a JPEG, PNG, GIF or BMP file",
-        )
-        return load_image(data, *size, background)
-
-    return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
-
-
 def _servable(model: Any, meta: dict) -> tuple[Any, dict]:
     """A `tf.Module` holding the weights once, and its signatures by name."""
     import tensorflow as tf
@@ -217,35 +185,11 @@ def _servable(model: Any, meta: dict) -> tuple[Any, dict]:
     # loaded SavedModels inside layers (TF-Hub modules) hold resources, e.g. vocabulary tables
     module.saved_model_dependencies = saved_model_dependencies(model)
 
-    if meta["modality"] == "text":
-        specs = [tf.TensorSpec([None], tf.string, name=name) for name in _text_inputs(meta)]
-
-        @tf.function(input_signature=specs)
-        def serve_text(*texts):
-            # ensure_shape checks at run time: a scalar or [N, 1] string is refused
-            return _serve(model, meta, [tf.ensure_shape(t, [None]) for t in texts])
-
-        module.serve_text = serve_text
-        return module, {"serving_default": serve_text}
-
-    size = _image_size(meta)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve_bytes(image_bytes):
-        return _serve(model, meta, [_decode_images(tf.ensure_shape(image_bytes, [None]), meta)])
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name="images")])
-    def serve_tensor(images):
-        return _serve(model, meta, [images])
-
-    module.serve_bytes = serve_bytes
-    module.serve_tensor = serve_tensor
-    return module, {"serving_default": serve_bytes, "serving_tensor": serve_tensor}
-
-
-def _text_inputs(meta: dict) -> tuple[str, ...]:
-    """Names of a text model's string inputs, in the Keras model's order (two for pairs)."""
-    return get_task(meta["task"]).text_inputs
+    task = get_task(meta["task"])
+    signatures = get_modality(meta["modality"]).signatures(
+        module, meta, lambda inputs: _serve(model, meta, inputs), task
+    )
+    return module, signatures
 
 
 def _serve(model: Any, meta: dict, inputs: list) -> dict:
@@ -257,77 +201,7 @@ def _serve(model: Any, meta: dict, inputs: list) -> dict:
 
 def _samples(meta: dict, parity_inputs: Any) -> dict[str, dict[str, np.ndarray]]:
     """``{signature: {input name: batch}}`` for the parity check and the warm-up file."""
-    if meta["modality"] == "text":
-        names = _text_inputs(meta)
-        if parity_inputs is None:
-            texts = ["", "hello", "A longer example sentence, with punctuation! " * 20]
-            parity_inputs = (texts, texts[::-1]) if len(names) == 2 else texts
-        columns = parity_inputs if len(names) == 2 else (parity_inputs,)
-        if not _text_columns(columns, len(names)):
-            raise ExportError(
-                "parity_inputs for a text model: a non-empty list of strings"
-                + (", as (texts, second_texts) of equal length." if len(names) == 2 else ".")
-            )
-        batches = zip(names, columns, strict=True)
-        return {"serving_default": {name: np.array(list(c), dtype=object) for name, c in batches}}
-
-    import tensorflow as tf
-
-    size = _image_size(meta)
-    if parity_inputs is None:
-        rng = np.random.default_rng(0)
-        pixels = rng.uniform(0, 255, (3, *size, 3)).astype("float32")
-        encoded = [
-            tf.io.encode_png(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).numpy(),
-            tf.io.encode_jpeg(
-                rng.integers(0, 256, (size[0] + 7, size[1] * 2, 3), dtype=np.uint8)
-            ).numpy(),
-            tf.io.encode_png(
-                rng.integers(0, 256, (size[0] // 2 + 1, size[1], 1), dtype=np.uint8)
-            ).numpy(),
-        ]
-    elif isinstance(parity_inputs, np.ndarray) and parity_inputs.dtype != object:
-        if parity_inputs.ndim != 4 or tuple(parity_inputs.shape[1:]) != (*size, 3):
-            raise ExportError(
-                f"parity_inputs pixels have shape {parity_inputs.shape}; expected [N, {size[0]}, {size[1]}, 3]."
-            )
-        pixels = parity_inputs.astype("float32")
-        rounded = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-        encoded = [tf.io.encode_png(image).numpy() for image in rounded]
-    else:
-        encoded = [_read_bytes(item) for item in parity_inputs]
-        if not encoded:
-            raise ExportError("parity_inputs is empty.")
-        pixels = _decode_images(tf.constant(encoded), meta).numpy()
-    return {
-        "serving_default": {"image_bytes": np.array(encoded, dtype=object)},
-        "serving_tensor": {"images": pixels},
-    }
-
-
-def _text_columns(columns: Any, count: int) -> bool:
-    """Whether `columns` are `count` equally long, non-empty lists of strings."""
-    if not isinstance(columns, (list, tuple)) or len(columns) != count:
-        return False
-    lists = [list(c) for c in columns if isinstance(c, (list, tuple, np.ndarray))]
-    return (
-        len(lists) == count
-        and all(isinstance(t, str) for c in lists for t in c)
-        and len({len(c) for c in lists}) == 1
-        and len(lists[0]) > 0
-    )
-
-
-def _read_bytes(item: Any) -> bytes:
-    if isinstance(item, bytes):
-        return item
-    if isinstance(item, (str, os.PathLike)) and os.path.isfile(item):
-        with open(item, "rb") as fh:
-            return fh.read()
-    raise ExportError(
-        f"parity_inputs item {str(item)[:80]!r}: give encoded image bytes, image file paths, "
-        "or an [N, H, W, 3] pixel array."
-    )
+    return get_modality(meta["modality"]).samples(meta, parity_inputs, get_task(meta["task"]))
 
 
 def _reference(model: Any, meta: dict, signature: str, inputs: dict) -> dict:
@@ -335,8 +209,7 @@ def _reference(model: Any, meta: dict, signature: str, inputs: dict) -> dict:
     import tensorflow as tf
 
     values = [tf.constant(v) for v in inputs.values()]
-    if signature == "serving_default" and meta["modality"] == "image":
-        values = [_decode_images(values[0], meta)]
+    values = get_modality(meta["modality"]).reference_inputs(signature, values, meta)
     return {k: v.numpy() for k, v in _serve(model, meta, values).items()}
 
 
@@ -466,6 +339,8 @@ def _manifest(meta: dict, parity: dict) -> dict:
         "task": meta["task"],
         "class_names": list(meta["class_names"]),
         "modality": meta["modality"],
+        # {module: pip package} that loading the SavedModel needs (custom ops)
+        "requires": dict(get_modality(meta["modality"]).serving_imports),
         "backbone": meta["backbone"],
         "fingerprint": meta["fingerprint"],
         "input_spec": meta["input_spec"],

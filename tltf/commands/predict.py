@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 from typing import Any
@@ -84,8 +85,7 @@ def predict(
     manifest_file = os.path.join(folder, "assets.extra", "tltf.json")
     if os.path.isfile(manifest_file):
         with open(manifest_file) as fh:
-            if json.load(fh).get("modality") == "text":
-                _import_text_ops()
+            _import_requirements(json.load(fh).get("requires", {}))
     loaded = tf.saved_model.load(folder)
     if signature not in loaded.signatures:
         raise TltfError(
@@ -212,10 +212,12 @@ def _beside(folder: str, value: str) -> str:
     return path if os.path.isfile(path) else value
 
 
-def _import_text_ops() -> None:
-    try:
-        import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
-    except ImportError:
-        raise TltfError(
-            "This is a text export: its tokenizer needs the tf-text ops (pip install tensorflow-text)."
-        ) from None
+def _import_requirements(requires: dict[str, str]) -> None:
+    """Imports the modules an export's graph needs (e.g. tf-text's tokenizer ops)."""
+    for module, package in requires.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise TltfError(
+                f"This export needs the {module} ops to load (pip install {package})."
+            ) from None

@@ -29,6 +29,7 @@ from typing import Any
 
 from tltf import config, plots
 from tltf.errors import TltfError
+from tltf.modalities import get_modality
 
 HELP = "fine-tune a pretrained backbone on your data (no arguments: the bundled example)"
 
@@ -309,13 +310,8 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
 def _backbone_options(cfg: dict[str, Any], modality: str, sha: str | None) -> dict[str, Any]:
     """Source options for the data's modality, from the config."""
     options = dict(cfg["backbone_options"] or {})
-    if modality == "text":
-        options.setdefault("sequence_length", cfg["sequence_length"])
-    else:
-        if cfg["image_size"]:
-            options.setdefault("input_shape", (cfg["image_size"], cfg["image_size"], 3))
-        if cfg["weights"]:
-            options.setdefault("weights", None if cfg["weights"] == "random" else cfg["weights"])
+    for key, value in get_modality(modality).backbone_options(cfg).items():
+        options.setdefault(key, value)
     if sha:
         options.setdefault("sha256", sha)
     return options
@@ -359,14 +355,8 @@ def _predict_with_export(path: str, data: Any) -> None:
     x = data.x[0]
     label = None if data.labels is None else data.class_names[data.labels[0]]
     served = tf.saved_model.load(path).signatures["serving_default"]
-    if data.modality == "text":
-        out, shown = served(text=tf.constant([x])), x
-    else:
-        image = x if isinstance(x, bytes) else tf.io.read_file(x).numpy()
-        out, shown = (
-            served(image_bytes=tf.constant([image])),
-            "<image bytes>" if isinstance(x, bytes) else x,
-        )
+    feed, shown = get_modality(data.modality).serving_example(x)
+    out = served(**feed)
     if "label" in out:
         predicted = out["label"].numpy()[0].decode()
         score = float(tf.reduce_max(out["scores"][0]))

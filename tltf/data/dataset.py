@@ -9,13 +9,9 @@ from typing import Any
 import numpy as np
 
 from tltf.errors import DataError
+from tltf.modalities import get_modality, modalities, modality_names
 
 TASK_HINTS = ("classification", "multi_label", "regression")
-MODALITIES = ("text", "image")
-# Text batches: sort pools of this many batches by length, so a batch holds similar lengths.
-POOL_BATCHES = 32
-# Decoded images are cached in memory when they take at most this many bytes.
-CACHE_BYTES = 1 << 30
 
 
 class Dataset:
@@ -37,7 +33,7 @@ class Dataset:
             (regression), else None.
         x2: the second texts of text pairs, else None.
         class_names: class names; the label columns for multi_label; target names for regression.
-        modality: "text" or "image".
+        modality: the `tltf.modalities` name: "text", "image", or a registered one.
         task_hint: "classification", "multi_label" or "regression".
         source: where the data came from (a file or folder), used in messages.
         locations: per example, where it came from (``"train.csv line 7"``, a file path).
@@ -66,8 +62,8 @@ class Dataset:
         decode_with_pillow: Any = None,
         transparent: Any = None,
     ) -> None:
-        if modality not in MODALITIES:
-            raise DataError(f"{source}: modality={modality!r}; use one of {MODALITIES}.")
+        if modality not in modality_names():
+            raise DataError(f"{source}: modality={modality!r}; use one of {modality_names()}.")
         if task_hint not in TASK_HINTS:
             raise DataError(f"{source}: task_hint={task_hint!r}; use one of {TASK_HINTS}.")
         self.x = x
@@ -286,102 +282,27 @@ class Dataset:
 
         if batch_size < 1:
             raise DataError(f"batch_size={batch_size}; use a positive batch size.")
-        wants = "text" if input_spec.get("dtype") == "string" else "image"
-        if wants != self.modality:
+        mod = get_modality(self.modality)
+        if not mod.accepts(input_spec):
+            wants = next((m.name for m in modalities() if m.accepts(input_spec)), "another")
             raise DataError(
                 f"{self.source} holds {self.modality} examples, but the model takes "
                 f"{wants} input {input_spec}. Load the matching data or build a {self.modality} model."
             )
         y = self.y.astype(np.int32 if self.task_hint == "classification" else np.float32)
-        if self.modality == "text":
-            ds = self._text_batches(y, batch_size, training, seed)
-        else:
-            ds = self._image_batches(y, batch_size, training, seed, input_spec, cache)
+        ds = mod.batches(
+            self,
+            y,
+            batch_size,
+            training=training,
+            seed=seed,
+            input_spec=input_spec,
+            cache=cache,
+        )
         # Length bucketing hides the batch count from tf.data; Keras needs it for
         # progress bars and schedules, and warns "ran out of data" without it.
         batches = -(-len(self) // batch_size)
         return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
-
-    def _text_batches(self, y: np.ndarray, batch_size: int, training: bool, seed: int) -> Any:
-        import tensorflow as tf
-
-        texts = tf.constant(list(self.x), dtype=tf.string)
-        x = texts if self.x2 is None else (texts, tf.constant(self.x2, dtype=tf.string))
-        if not training:
-            return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-        n = len(self)
-        pairs = self.x2 or [""] * n
-        lengths = tf.constant(
-            [len(a) + len(b) for a, b in zip(self.x, pairs, strict=True)], dtype=tf.int32
-        )
-        y = tf.constant(y)
-
-        def sort_pool(idx):
-            return tf.gather(idx, tf.argsort(tf.gather(lengths, idx), stable=True))
-
-        @tf.autograph.experimental.do_not_convert  # plain ops; AutoGraph only warns on the lambda
-        def gather(idx):
-            return tf.nest.map_structure(lambda t: tf.gather(t, idx), x), tf.gather(y, idx)
-
-        return (
-            tf.data.Dataset.range(n)
-            .shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size * POOL_BATCHES)
-            .map(sort_pool)
-            .unbatch()
-            .batch(batch_size)
-            .shuffle(4 * POOL_BATCHES, seed=seed + 1, reshuffle_each_iteration=True)
-            .map(gather)
-        )
-
-    def _image_batches(
-        self,
-        y: np.ndarray,
-        batch_size: int,
-        training: bool,
-        seed: int,
-        input_spec: dict,
-        cache: bool | None,
-    ) -> Any:
-        import tensorflow as tf
-
-        from tltf.data.images import BACKGROUND, decode_file, resize_pixels
-
-        height, width = (int(d) for d in input_spec["shape"][:2])
-        background = input_spec.get("background", BACKGROUND)
-        auto = tf.data.AUTOTUNE
-        if isinstance(self.x, np.ndarray):
-            ds = tf.data.Dataset.from_tensor_slices((self.x, y))
-            ds = ds.shuffle(len(self), seed=seed) if training else ds
-            ds = ds.map(
-                lambda img, t: (resize_pixels(img, height, width, background), t),
-                num_parallel_calls=auto,
-            )
-            return ds.batch(batch_size)
-        if cache is None:
-            cache = len(self) * height * width * 3 * 4 <= CACHE_BYTES
-        is_bytes = bool(len(self)) and isinstance(self.x[0], bytes)
-        pillow = (
-            self.decode_with_pillow
-            if self.decode_with_pillow is not None
-            else np.zeros(len(self), dtype=bool)
-        )
-        ds = tf.data.Dataset.from_tensor_slices((list(self.x), pillow, y))
-        if training and not cache:
-            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-
-        def load(item, use_pillow, target):
-            image = decode_file(
-                item, use_pillow, height, width, is_bytes=is_bytes, background=background
-            )
-            return image, target
-
-        ds = ds.map(load, num_parallel_calls=auto)
-        if cache:
-            ds = ds.cache()
-            if training:
-                ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size)
 
 
 def skipped_summary(skipped: Sequence[tuple[str, str]], show: int = 3) -> str:

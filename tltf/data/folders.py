@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from tltf.data.dataset import Dataset, finish, skipped_summary
-from tltf.data.images import MAX_PIXELS, is_image_file, scan_images
-from tltf.data.tabular import decode_utf8
+from tltf.data.images import MAX_PIXELS
 from tltf.errors import DataError
+from tltf.modalities import get_modality, modalities
 
 # folder names that mark an existing split, in the order loaders return splits
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
@@ -139,30 +139,23 @@ def _load_classes(
     files = {c: _files(os.path.join(folder, c)) for c in found}
     everything = [f for fs in files.values() for f in fs]
     if modality is None:
-        images = sum(map(is_image_file, everything))
-        texts = sum(f.lower().endswith(".txt") for f in everything)
-        if not images and not texts:
-            raise DataError(
-                f"{folder}: no image (.jpg .png .gif .bmp) or .txt files in its class folders."
-            )
-        modality = "image" if images >= texts else "text"
-    wanted = is_image_file if modality == "image" else lambda f: f.lower().endswith(".txt")
+        modality = _commonest_kind(folder, everything)
+    mod = get_modality(modality)
     paths, labels = [], []
     for c in found:
         for f in files[c]:
-            if wanted(f):
+            if mod.is_file(f):
                 paths.append(f)
                 labels.append(names.index(c))
             else:
-                skipped.append((f, f"not {'an image' if modality == 'image' else 'a .txt'} file"))
-    labels = np.array(labels, dtype=np.int64)
-    pillow = transparent = None
-    if modality == "image":
-        keep, pillow, transparent, bad = scan_images(paths, max_pixels=max_pixels, strict=strict)
-        paths, labels, skipped = [paths[i] for i in keep], labels[keep], skipped + bad
-        x = paths
-    else:
-        x = [_read_text(p) for p in paths]
+                skipped.append((f, f"not {mod.file_kind} file"))
+    loaded = mod.load_files(paths, strict=strict, max_pixels=max_pixels)
+    x, labels, skipped = (
+        loaded.x,
+        np.array(labels, dtype=np.int64)[loaded.keep],
+        skipped + loaded.skipped,
+    )
+    paths = [paths[i] for i in loaded.keep]
     for c in found:
         if not np.any(labels == names.index(c)):
             inside = os.path.join(folder, c) + os.sep
@@ -179,14 +172,14 @@ def _load_classes(
         source=root,
         locations=paths,
         skipped=skipped,
-        decode_with_pillow=pillow,
-        transparent=transparent,
+        **loaded.extras,
     )
 
 
-def _read_text(path: str) -> str:
-    with open(path, "rb") as f:
-        text = decode_utf8(f.read(), path).strip()
-    if not text:
-        raise DataError(f"{path}: empty text file. Write the example's text into it, or delete it.")
-    return text
+def _commonest_kind(folder: str, files: list[str]) -> str:
+    """The modality most of `files` belong to (the first registered on a tie)."""
+    counts = {m.name: sum(map(m.is_file, files)) for m in modalities()}
+    if not any(counts.values()):
+        kinds = " or ".join(m.file_types for m in modalities() if m.file_types)
+        raise DataError(f"{folder}: no {kinds} files in its class folders.")
+    return max(counts, key=counts.get)

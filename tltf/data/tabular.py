@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from tltf.data.dataset import Dataset, finish
-from tltf.data.images import MAX_PIXELS, scan_images
+from tltf.data.images import MAX_PIXELS
+from tltf.data.texts import check_texts, decode_utf8
 from tltf.errors import DataError
+from tltf.modalities import get_modality, modalities
 
 Columns = str | Sequence[str] | None
 _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
@@ -183,16 +185,9 @@ def from_arrays(
         >>> data = tltf.data.from_arrays(df["review"], df["label"], validation_split=0.2)
     """
     xs = _to_numpy(x, "x")
-    if xs.dtype.kind in "iuf" and xs.ndim in (3, 4):
-        modality = "image"
-        if xs.ndim == 4 and xs.shape[-1] not in (1, 3, 4):
-            raise DataError(f"{source}: image array of shape {xs.shape}; use [N, H, W, 1|3|4].")
-        xs = xs if xs.ndim == 4 else xs[..., None]
-    elif xs.ndim == 1 and all(isinstance(v, str) for v in xs):
-        modality = "text"
-        xs = list(xs)
-        _check_texts(xs, lambda i: f"{source}: x[{i}]")
-    else:
+    claimed = ((m.name, m.from_array(xs, source)) for m in modalities())
+    modality, xs = next(((name, v) for name, v in claimed if v is not None), (None, xs))
+    if modality is None:
         raise DataError(
             f"{source}: x of shape {xs.shape} and dtype {xs.dtype}; give a list of strings "
             "or an image array [N, H, W, C] (images of different sizes: save them to a "
@@ -205,7 +200,7 @@ def from_arrays(
     second = None
     if x2 is not None:
         second = [str(v) for v in _to_numpy(x2, "x2")]
-        _check_texts(second, lambda i: f"{source}: x2[{i}]")
+        check_texts(second, lambda i: f"{source}: x2[{i}]")
     if (y is None) == (targets is None):
         raise DataError(
             f"{source}: give either labels y=... or regression targets=..., exactly one."
@@ -316,25 +311,6 @@ def _read_utf8(path: str) -> str:
     return decode_utf8(raw, path)
 
 
-def decode_utf8(raw: bytes, path: str) -> str:
-    """UTF-8 (BOM allowed) -> str; other bytes raise `DataError` naming the line."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path} line {line}: not valid UTF-8 (byte {raw[e.start : e.start + 1]!r}). "
-            "Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
-        ) from None
-
-
-def _check_texts(texts: Sequence[str], where: Callable[[int], str], column: str = "") -> None:
-    for i, t in enumerate(texts):
-        if not t.strip():
-            col = f" in column {column!r}" if column else ""
-            raise DataError(f"{where(i)}: empty text{col}; fill it in or delete the row.")
-
-
 def _column(header: Sequence[str], name: str, path: str, role: str) -> str:
     if name not in header:
         raise DataError(
@@ -384,9 +360,7 @@ def _from_records(
     x2 = None
     if text_pair_column:
         x2 = cells(_column(header, text_pair_column, path, "text_pair_column"))
-        _check_texts(x2, where, text_pair_column)
-    if modality == "text":
-        _check_texts(x, where, column)
+        check_texts(x2, where, text_pair_column)
     locations = [where(i) for i in range(len(rows))]
 
     kwargs: dict[str, Any] = {}
@@ -417,30 +391,25 @@ def _from_records(
             kwargs.update(class_names=names)
             kwargs["labels"] = labels
 
-    skipped: list[tuple[str, str]] = []
-    pillow = transparent = None
-    if modality == "image":
-        folder = os.path.dirname(os.path.abspath(path))
-        files = [os.path.join(folder, p) for p in x]
-        keep, pillow, transparent, skipped = scan_images(
-            files, max_pixels=max_pixels, strict=strict
-        )
-        x = [files[i] for i in keep]
-        x2 = None if x2 is None else [x2[i] for i in keep]
-        locations = [locations[i] for i in keep]
-        for key in ("labels", "targets"):
-            if key in kwargs:
-                kwargs[key] = np.asarray(kwargs[key])[keep]
+    folder = os.path.dirname(os.path.abspath(path))
+    loaded = get_modality(modality).load_cells(
+        x, where, column, folder, strict=strict, max_pixels=max_pixels
+    )
+    keep = loaded.keep
+    x2 = None if x2 is None else [x2[i] for i in keep]
+    locations = [locations[i] for i in keep]
+    for key in ("labels", "targets"):
+        if key in kwargs:
+            kwargs[key] = np.asarray(kwargs[key])[keep]
     return Dataset(
-        x,
+        loaded.x,
         kwargs.pop("labels", None),
         modality=modality,
         source=path,
         x2=x2,
         locations=locations,
-        skipped=skipped,
-        decode_with_pillow=pillow,
-        transparent=transparent,
+        skipped=loaded.skipped,
+        **loaded.extras,
         **kwargs,
     )
 

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from tltf.data.dataset import Dataset, finish
-from tltf.data.images import MAX_PIXELS, scan_images
+from tltf.data.images import MAX_PIXELS
 from tltf.errors import DataError
+from tltf.modalities import get_modality, modalities
 
 
 def _how_to_get_data(name: str, data_dir: str | None) -> str:
@@ -71,13 +72,12 @@ def from_tfds(
     labels_feature = features[label_key]
     if not isinstance(labels_feature, tfds.features.ClassLabel):
         raise DataError(f"{title}: feature {label_key!r} is {labels_feature}, not a ClassLabel.")
-    if isinstance(features[input_key], tfds.features.Image):
-        modality = "image"
-    elif np.dtype(getattr(features[input_key], "np_dtype", None)).kind in "OSU":
-        modality = "text"
-    else:
+    mod = next((m for m in modalities() if m.claims_tfds_feature(features[input_key])), None)
+    if mod is None:
+        kinds = ", ".join(m.name for m in modalities())
         raise DataError(
-            f"{title}: feature {input_key!r} is {features[input_key]}, not an image or text."
+            f"{title}: feature {input_key!r} is {features[input_key]}, not one of the kinds "
+            f"tltf loads ({kinds})."
         )
     names = list(labels_feature.names)
     splits = [split] if isinstance(split, str) else list(split)
@@ -86,14 +86,14 @@ def from_tfds(
         try:
             ds = builder.as_dataset(
                 split=s,
-                decoders={input_key: tfds.decode.SkipDecoding()} if modality == "image" else None,
+                decoders=(None if (dec := mod.tfds_decoder(tfds)) is None else {input_key: dec}),
                 shuffle_files=False,
             )
         except (ValueError, KeyError) as e:
             raise DataError(f"{title}: cannot read split {s!r} ({e}).") from None
         part = _to_dataset(
             tfds.as_numpy(ds),
-            modality=modality,
+            modality=mod.name,
             input_key=input_key,
             label_key=label_key,
             names=names,
@@ -162,32 +162,16 @@ def _to_dataset(
         files.append(filename.decode() if filename else f"{where} example {i}")
     if not items:
         raise DataError(f"{where} is empty.")
-    labels = np.array(labels, dtype=np.int64)
-    pillow, transparent, skipped = None, None, []
-    if modality == "image":
-        keep, pillow, transparent, skipped = scan_images(
-            files, max_pixels=max_pixels, strict=strict, contents=items
-        )
-        items, labels, files = [items[i] for i in keep], labels[keep], [files[i] for i in keep]
-    else:
-        texts = []
-        for raw, file in zip(items, files, strict=True):
-            try:
-                text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-            except UnicodeDecodeError:
-                raise DataError(f"{file}: text is not valid UTF-8.") from None
-            if not text.strip():
-                raise DataError(f"{file}: empty text; filter it out of the dataset.")
-            texts.append(text)
-        items = texts
+    loaded = get_modality(modality).load_records(items, files, strict=strict, max_pixels=max_pixels)
+    labels = np.array(labels, dtype=np.int64)[loaded.keep]
+    files = [files[i] for i in loaded.keep]
     return Dataset(
-        items,
+        loaded.x,
         labels,
         class_names=names,
         modality=modality,
         source=where.split("[")[0],
         locations=files,
-        skipped=skipped,
-        decode_with_pillow=pillow,
-        transparent=transparent,
+        skipped=loaded.skipped,
+        **loaded.extras,
     )

@@ -374,7 +374,7 @@ def _quietly(constructor: Any, kwargs: dict) -> Any:
             keras.config.enable_interactive_logging()
 
 
-@register_source("keras")
+@register_source("keras", modality="image")
 def load(
     name: str,
     *,

@@ -55,7 +55,7 @@ def text_groups(model: Any) -> dict[str, list[str]]:
     return groups
 
 
-@register_source("hf")
+@register_source("hf", modality="text")
 def load_hf(name: str, *, spec: str, **options: Any) -> Backbone:
     """``hf:org/name``: a Hugging Face model, converted through KerasHub."""
     return load(name if name.startswith("hf://") else f"hf://{name}", spec=spec, **options)
@@ -104,7 +104,8 @@ def load(
         )
     try:
         backbone = keras_hub.models.Backbone.from_preset(preset)
-        if _takes_images(backbone):
+        images = _takes_images(backbone, spec)
+        if images:
             converter = keras_hub.layers.ImageConverter.from_preset(preset)
         else:
             preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
@@ -116,7 +117,7 @@ def load(
         if isinstance(exc, (ValueError, OSError)):
             raise SpecError(f"{spec}: KerasHub could not load {preset!r}: {exc}") from None
         raise
-    if _takes_images(backbone):
+    if images:
         return _image_backbone(spec, backbone, converter)
     limit = getattr(backbone, "max_sequence_length", None)
     if limit and sequence_length > limit:
@@ -155,9 +156,18 @@ def load(
     )
 
 
-def _takes_images(backbone: Any) -> bool:
+def _takes_images(backbone: Any, spec: str) -> bool:
+    """True for pixels ``[B, H, W, C]``, False for token ids; any other input is refused."""
     inputs = backbone.input
-    return not isinstance(inputs, dict) and len(inputs.shape) == 4
+    if not isinstance(inputs, dict) and len(inputs.shape) == 4:
+        return True
+    if isinstance(inputs, dict) and "token_ids" in inputs:
+        return False
+    shown = {k: v.shape for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.shape
+    raise SpecError(
+        f"{spec}: a KerasHub backbone with input {shown}; tltf takes image backbones "
+        "(pixels [batch, H, W, C]) and text backbones (token_ids) from KerasHub."
+    )
 
 
 def _image_backbone(spec: str, backbone: Any, converter: Any) -> Backbone:

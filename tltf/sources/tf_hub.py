@@ -32,6 +32,7 @@ from tltf.backbone import (
     register_source,
 )
 from tltf.errors import SpecError
+from tltf.modalities import get_modality
 
 POOLINGS = ("pooled", "mean")
 _NUMBERED = re.compile(r"^([A-Za-z][A-Za-z_]*?)_?(\d+)$")
@@ -55,7 +56,7 @@ def variable_groups(
     unit = [found[0] if found else None for found in units]
     if not any(unit):
         return {"module": list(paths)}
-    first, last = ("embeddings", "pooler") if modality == "text" else ("stem", "top")
+    first, last = get_modality(modality).end_groups
     prefixes = list(dict.fromkeys(u[0] for u in unit if u))
     order = sorted({(prefixes.index(u[0]), u[1], u[2]) for u in unit if u})
     groups: dict[str, list[str]] = {first: [], **{text: [] for *_, text in order}, last: []}
@@ -181,7 +182,7 @@ def load(
         features = _pick(spec, layer(inputs), output_key, ("default", "outputs"))
         pre = keras.layers.Identity(name="text_preprocessor")
         modality, raw = "text", {"shape": [], "dtype": "string"}
-    else:
+    elif first.shape.rank == 4:
         module_shape = tuple(first.shape[1:])
         if input_shape is None:
             input_shape = module_shape if None not in module_shape else (224, 224, 3)
@@ -191,6 +192,11 @@ def load(
             features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
         pre = ImagePreprocessing(preprocess, name="image_preprocessing")
         modality, raw = "image", {"shape": list(input_shape), "dtype": "float32"}
+    else:
+        raise SpecError(
+            f"{spec}: the module takes {first.dtype.name} {list(first.shape)}; tltf takes "
+            "TF-Hub modules of images [batch, H, W, 3], strings or BERT token ids."
+        )
     if len(features.shape) != 2:
         raise SpecError(f"{spec}: features of shape {features.shape}; expected [batch, dim].")
     model = keras.Model(inputs, features, name="hub_backbone")
@@ -203,7 +209,7 @@ def load(
         groups=variable_groups(list(layer.variable_names), paths, modality, group_pattern),
         feature_dim=int(features.shape[-1]),
         input_spec=raw,
-        default_lr=5e-5 if modality == "text" else 1e-4,
+        default_lr=get_modality(modality).default_lr,
     )
 
 

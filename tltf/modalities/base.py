@@ -1,0 +1,265 @@
+"""The `Modality` contract and its registry: one object per kind of input.
+
+Everything tltf does differently for images and texts (and audio next) is a
+method or attribute of that modality's object: the raw input and its
+`keras.Input`, loading files and columns, the tf.data pipeline, build options
+such as augmentation, the serving signatures and their sample inputs, the
+feature cache's identity and sort key, and the CLI's backbone options. The rest
+of tltf looks the object up by the name a `Backbone` or `Dataset` declares
+(`get_modality`) and calls it; it never compares modality names. A new modality
+is one subclass registered with `register_modality`, plus a source that returns
+backbones declaring it (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tltf.errors import DataError, ExportError, SpecError
+
+_REGISTRY: dict[str, Modality] = {}
+_BUILTIN = ("tltf.modalities.image", "tltf.modalities.text")
+
+
+@dataclass
+class Loaded:
+    """Examples a modality read from files, cells or records.
+
+    Attributes:
+        x: the examples kept, as the `Dataset` holds them.
+        keep: indices of the kept items among those given (bad files are skipped).
+        skipped: ``(file, reason)`` for each item left out.
+        extras: per-example `Dataset` fields of this modality (``decode_with_pillow=``).
+    """
+
+    x: Any
+    keep: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Modality:
+    """What tltf must know about one kind of raw input; subclass it for a new one.
+
+    Example:
+        >>> mod = get_modality("image")
+        >>> mod.accepts({"shape": [224, 224, 3], "dtype": "float32"})
+        True
+
+    Attributes:
+        name: the name that backbones, datasets and model metadata declare.
+        file_kind: one of the files it loads, for messages ("an image", "a .txt").
+        file_types: its files, for messages ("image (.jpg .png)", ".txt").
+        default_lr: a fine-tuning rate for its backbones when the source has none.
+        end_groups: names of the first and last layer groups of a network split
+            by numbered blocks (TF-Hub modules).
+        xla_blocker: why its models cannot be XLA-compiled (`jit_compile`; "" when they can).
+        tflite_blocker: why its exports cannot convert to TFLite ("" when they can).
+        build_options: `tltf.build` options only this modality takes.
+        serving_imports: ``(module, pip package)`` pairs that loading its exports needs
+            (custom ops); written into the export's ``tltf.json`` for `tltf predict`.
+    """
+
+    name: str = ""
+    file_kind: str = ""
+    file_types: str = ""
+    default_lr: float = 1e-4
+    end_groups: tuple[str, str] = ("stem", "top")
+    xla_blocker: str = ""
+    tflite_blocker: str = ""
+    build_options: tuple[str, ...] = ()
+    serving_imports: tuple[tuple[str, str], ...] = ()
+
+    # -- the model's raw input ------------------------------------------------
+    def accepts(self, input_spec: dict) -> bool:
+        """Whether a backbone's raw `input_spec` is this modality's kind of input."""
+        raise NotImplementedError
+
+    def inputs(self, input_spec: dict, task: Any) -> Any:
+        """The model's `keras.Input` (or a tuple of them, one per `task.text_inputs`)."""
+        import keras
+
+        return keras.Input(
+            shape=tuple(input_spec["shape"]), dtype=input_spec["dtype"], name="inputs"
+        )
+
+    def model_inputs(self, x: Any, meta: dict, task: Any) -> Any:
+        """In-memory examples ``x`` as the model's `predict` takes them."""
+        return np.asarray(x, dtype=meta["input_spec"]["dtype"])
+
+    def input_layers(self, x: Any, spec: str, options: dict) -> tuple[Any, dict]:
+        """Layers between the raw input and the preprocessor (e.g. augmentation), for the
+        `build_options` given; ``(x, entries to add to the model's input_spec)``."""
+        return x, {}
+
+    # -- data -------------------------------------------------------------------
+    def is_file(self, path: str) -> bool:
+        """Whether a file in a class folder is one of this modality's examples."""
+        return False
+
+    def load_files(self, paths: Sequence[str], *, strict: bool, max_pixels: int) -> Loaded:
+        """Examples from files (a class folder's, or a CSV column of paths)."""
+        raise DataError(f"{self.name} examples cannot be loaded from files.")
+
+    def load_cells(
+        self,
+        cells: list[str],
+        where: Any,
+        column: str,
+        folder: str,
+        *,
+        strict: bool,
+        max_pixels: int,
+    ) -> Loaded:
+        """Examples from a CSV/JSONL column (`where(i)` names row i; `folder` holds the file)."""
+        raise DataError(f"{self.name} examples cannot be read from a column.")
+
+    def load_records(
+        self, items: list, names: list[str], *, strict: bool, max_pixels: int
+    ) -> Loaded:
+        """Examples from TFDS records (`names` name each one in messages)."""
+        raise DataError(f"{self.name} examples cannot be read from TFDS.")
+
+    def from_array(self, xs: np.ndarray, source: str) -> Any:
+        """In-memory examples (`tltf.data.from_arrays`) checked, or None when not this kind."""
+        return None
+
+    def claims_tfds_feature(self, feature: Any) -> bool:
+        """Whether a TFDS feature holds this modality's examples."""
+        return False
+
+    def tfds_decoder(self, tfds: Any) -> Any:
+        """A TFDS decoder for the input feature (None: TFDS decodes it)."""
+        return None
+
+    def batches(
+        self,
+        data: Any,
+        y: np.ndarray,
+        batch_size: int,
+        *,
+        training: bool,
+        seed: int,
+        input_spec: dict,
+        cache: bool | None,
+    ) -> Any:
+        """A batched ``tf.data.Dataset`` of ``(x, y)`` from a `tltf.data.Dataset`."""
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices((np.asarray(data.x), y))
+        return (ds.shuffle(len(data), seed=seed) if training else ds).batch(batch_size)
+
+    # -- the feature cache --------------------------------------------------------
+    def example_lengths(self, data: Any) -> np.ndarray | None:
+        """A size per example to sort the extraction by (texts: characters), or None."""
+        return None
+
+    def fingerprint(self, data: Any, items: Any) -> None:
+        """Feeds `data`'s examples into the cache key: ``items(values, files=bool)``."""
+        items(data.x)
+
+    # -- export ---------------------------------------------------------------------
+    def signatures(self, module: Any, meta: dict, serve: Any, task: Any) -> dict:
+        """``{name: tf.function}`` serving raw inputs; ``serve(list of tensors)`` -> outputs.
+
+        Each function is also set on `module` so that the SavedModel tracks it.
+        """
+        import tensorflow as tf
+
+        spec = meta["input_spec"]
+        shape, dtype = [None, *spec["shape"]], tf.as_dtype(spec["dtype"])
+
+        @tf.function(input_signature=[tf.TensorSpec(shape, dtype, name="inputs")])
+        def serve_inputs(inputs):
+            return serve([inputs])
+
+        module.serve_inputs = serve_inputs
+        return {"serving_default": serve_inputs}
+
+    def samples(
+        self, meta: dict, parity_inputs: Any, task: Any
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """``{signature: {input name: batch}}`` for the export's parity check and warm-up."""
+        spec = meta["input_spec"]
+        if parity_inputs is None:
+            rng = np.random.default_rng(0)
+            parity_inputs = rng.normal(size=(3, *spec["shape"]))
+        x = np.asarray(parity_inputs, dtype=spec["dtype"])
+        if x.shape[1:] != tuple(spec["shape"]):
+            raise ExportError(
+                f"parity_inputs of shape {x.shape}; expected [N, {', '.join(map(str, spec['shape']))}]."
+            )
+        return {"serving_default": {"inputs": x}}
+
+    def reference_inputs(self, signature: str, values: list, meta: dict) -> list:
+        """A signature's input tensors as the Keras model takes them (e.g. decoded)."""
+        return values
+
+    def serving_example(self, x: Any) -> tuple[dict, str]:
+        """One example as a feed for ``serving_default`` and how to show it."""
+        import tensorflow as tf
+
+        return {"inputs": tf.constant([x])}, f"<{self.name} example>"
+
+    def read_serving_input(self, name: str, item: Any) -> Any:
+        """A CLI input (a file path, a text) as the signature input `name` takes it."""
+        return item
+
+    # -- the CLI ----------------------------------------------------------------------
+    def backbone_options(self, cfg: dict) -> dict:
+        """`tltf train`'s source options from the config (``image_size=``, ...)."""
+        return {}
+
+
+def register_modality(modality: Modality) -> Modality:
+    """Registers a `Modality` under its `name` (a later one replaces an earlier).
+
+    Example:
+        >>> class Vector(tltf.modalities.Modality):
+        ...     name = "vector"
+        >>> tltf.modalities.register_modality(Vector())
+    """
+    if not modality.name:
+        raise SpecError(f"{type(modality).__name__} has no name; set its `name` attribute.")
+    _REGISTRY[modality.name] = modality
+    return modality
+
+
+def get_modality(name: str) -> Modality:
+    """The registered `Modality` called `name`.
+
+    Example:
+        >>> get_modality("text").xla_blocker
+        "its tokenizer's string ops cannot be XLA-compiled"
+    """
+    _import_builtin()
+    if name not in _REGISTRY:
+        raise SpecError(f"modality {name!r}; the registered ones are {modality_names()}.")
+    return _REGISTRY[name]
+
+
+def modality_names() -> list[str]:
+    """Names of the registered modalities, built-in ones first.
+
+    Example:
+        >>> modality_names()
+        ['image', 'text']
+    """
+    _import_builtin()
+    return list(_REGISTRY)
+
+
+def modalities() -> list[Modality]:
+    """The registered modalities, in registration order."""
+    _import_builtin()
+    return list(_REGISTRY.values())
+
+
+def _import_builtin() -> None:
+    for module in _BUILTIN:
+        importlib.import_module(module)

@@ -1,0 +1,281 @@
+"""Images: 0-255 RGB pixels ``[H, W, 3]`` in, image files and encoded bytes on the way.
+
+Training and serving decode the same way (`tltf.data.load_image`: decode,
+transparency flattened onto the model's background, resize), so an export
+sees the pixels its model trained on. The pixel primitives live in
+`tltf.data.images`; this object says where each is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tltf.data.images import (
+    BACKGROUND,
+    IMAGE_EXTENSIONS,
+    augmentation_layers,
+    decode_file,
+    is_image_file,
+    load_image,
+    resize_pixels,
+    scan_images,
+)
+from tltf.errors import DataError, ExportError, SpecError
+from tltf.modalities.base import Loaded, Modality, register_modality
+
+# Decoded images are cached in memory when they take at most this many bytes.
+CACHE_BYTES = 1 << 30
+
+
+class Image(Modality):
+    name = "image"
+    file_kind = "an image"
+    file_types = f"image ({' '.join(IMAGE_EXTENSIONS)})"
+    default_lr = 1e-4
+    build_options = ("augment", "background")
+
+    def accepts(self, input_spec: dict) -> bool:
+        return input_spec.get("dtype") != "string" and len(input_spec.get("shape", ())) == 3
+
+    def model_inputs(self, x: Any, meta: dict, task: Any) -> Any:
+        return np.asarray(x, dtype="float32")
+
+    def input_layers(self, x: Any, spec: str, options: dict) -> tuple[Any, dict]:
+        """Augmentation right after the raw pixels; the background colour into the input spec."""
+        augment, background = options.get("augment", "none"), options.get("background")
+        if augment != "none":
+            x = augmentation_layers(augment)(x)
+        return x, {} if background is None else {"background": _background(background)}
+
+    # -- data -------------------------------------------------------------------
+    def is_file(self, path: str) -> bool:
+        return is_image_file(path)
+
+    def load_files(self, paths: Sequence[str], *, strict: bool, max_pixels: int) -> Loaded:
+        keep, pillow, transparent, skipped = scan_images(
+            paths, max_pixels=max_pixels, strict=strict
+        )
+        return Loaded(
+            [paths[i] for i in keep],
+            np.asarray(keep, dtype=np.int64),
+            skipped,
+            {"decode_with_pillow": pillow, "transparent": transparent},
+        )
+
+    def load_cells(self, cells, where, column, folder, *, strict, max_pixels) -> Loaded:
+        """A column of image paths, relative to the CSV/JSONL file's folder."""
+        files = [os.path.join(folder, p) for p in cells]
+        return self.load_files(files, strict=strict, max_pixels=max_pixels)
+
+    def load_records(self, items, names, *, strict, max_pixels) -> Loaded:
+        keep, pillow, transparent, skipped = scan_images(
+            names, max_pixels=max_pixels, strict=strict, contents=items
+        )
+        return Loaded(
+            [items[i] for i in keep],
+            np.asarray(keep, dtype=np.int64),
+            skipped,
+            {"decode_with_pillow": pillow, "transparent": transparent},
+        )
+
+    def from_array(self, xs: np.ndarray, source: str) -> Any:
+        if xs.dtype.kind not in "iuf" or xs.ndim not in (3, 4):
+            return None
+        if xs.ndim == 4 and xs.shape[-1] not in (1, 3, 4):
+            raise DataError(f"{source}: image array of shape {xs.shape}; use [N, H, W, 1|3|4].")
+        return xs if xs.ndim == 4 else xs[..., None]
+
+    def claims_tfds_feature(self, feature: Any) -> bool:
+        import tensorflow_datasets as tfds
+
+        return isinstance(feature, tfds.features.Image)
+
+    def tfds_decoder(self, tfds: Any) -> Any:
+        return tfds.decode.SkipDecoding()  # the encoded bytes: decoded like files
+
+    def batches(self, data, y, batch_size, *, training, seed, input_spec, cache) -> Any:
+        """Float32 RGB ``[B, H, W, 3]`` of 0-255 pixels, decoded in parallel and resized to the
+        spec's H, W; cached in memory when they fit (``cache=None``: up to `CACHE_BYTES`)."""
+        import tensorflow as tf
+
+        height, width = (int(d) for d in input_spec["shape"][:2])
+        background = input_spec.get("background", BACKGROUND)
+        auto = tf.data.AUTOTUNE
+        if isinstance(data.x, np.ndarray):
+            ds = tf.data.Dataset.from_tensor_slices((data.x, y))
+            ds = ds.shuffle(len(data), seed=seed) if training else ds
+            ds = ds.map(
+                lambda img, t: (resize_pixels(img, height, width, background), t),
+                num_parallel_calls=auto,
+            )
+            return ds.batch(batch_size)
+        if cache is None:
+            cache = len(data) * height * width * 3 * 4 <= CACHE_BYTES
+        is_bytes = bool(len(data)) and isinstance(data.x[0], bytes)
+        pillow = (
+            data.decode_with_pillow
+            if data.decode_with_pillow is not None
+            else np.zeros(len(data), dtype=bool)
+        )
+        ds = tf.data.Dataset.from_tensor_slices((list(data.x), pillow, y))
+        if training and not cache:
+            ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+
+        def load(item, use_pillow, target):
+            image = decode_file(
+                item, use_pillow, height, width, is_bytes=is_bytes, background=background
+            )
+            return image, target
+
+        ds = ds.map(load, num_parallel_calls=auto)
+        if cache:
+            ds = ds.cache()
+            if training:
+                ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size)
+
+    def fingerprint(self, data: Any, items: Any) -> None:
+        """Pixels, or image files' path, size and mtime (a changed file is a new entry)."""
+        if data.decode_with_pillow is not None:
+            items(data.decode_with_pillow)
+        paths = not isinstance(data.x, np.ndarray) and bool(len(data))
+        items(data.x, files=paths and isinstance(data.x[0], str))
+
+    # -- export ---------------------------------------------------------------------
+    def signatures(self, module: Any, meta: dict, serve: Any, task: Any) -> dict:
+        """``serving_default`` takes encoded image bytes ``[N]``, ``serving_tensor`` pixels."""
+        import tensorflow as tf
+
+        size = image_size(meta)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve_bytes(image_bytes):
+            return serve([decode_images(tf.ensure_shape(image_bytes, [None]), meta)])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name="images")])
+        def serve_tensor(images):
+            return serve([images])
+
+        module.serve_bytes = serve_bytes
+        module.serve_tensor = serve_tensor
+        return {"serving_default": serve_bytes, "serving_tensor": serve_tensor}
+
+    def samples(
+        self, meta: dict, parity_inputs: Any, task: Any
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Encoded PNG/JPEG of several sizes and channel counts, and pixels; or the user's."""
+        import tensorflow as tf
+
+        size = image_size(meta)
+        if parity_inputs is None:
+            rng = np.random.default_rng(0)
+            pixels = rng.uniform(0, 255, (3, *size, 3)).astype("float32")
+            encoded = [
+                tf.io.encode_png(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).numpy(),
+                tf.io.encode_jpeg(
+                    rng.integers(0, 256, (size[0] + 7, size[1] * 2, 3), dtype=np.uint8)
+                ).numpy(),
+                tf.io.encode_png(
+                    rng.integers(0, 256, (size[0] // 2 + 1, size[1], 1), dtype=np.uint8)
+                ).numpy(),
+            ]
+        elif isinstance(parity_inputs, np.ndarray) and parity_inputs.dtype != object:
+            if parity_inputs.ndim != 4 or tuple(parity_inputs.shape[1:]) != (*size, 3):
+                raise ExportError(
+                    f"parity_inputs pixels have shape {parity_inputs.shape}; expected [N, {size[0]}, {size[1]}, 3]."
+                )
+            pixels = parity_inputs.astype("float32")
+            rounded = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+            encoded = [tf.io.encode_png(image).numpy() for image in rounded]
+        else:
+            encoded = [_read_bytes(item) for item in parity_inputs]
+            if not encoded:
+                raise ExportError("parity_inputs is empty.")
+            pixels = decode_images(tf.constant(encoded), meta).numpy()
+        return {
+            "serving_default": {"image_bytes": np.array(encoded, dtype=object)},
+            "serving_tensor": {"images": pixels},
+        }
+
+    def reference_inputs(self, signature: str, values: list, meta: dict) -> list:
+        return [decode_images(values[0], meta)] if signature == "serving_default" else values
+
+    def serving_example(self, x: Any) -> tuple[dict, str]:
+        import tensorflow as tf
+
+        image = x if isinstance(x, bytes) else tf.io.read_file(x).numpy()
+        shown = "<image bytes>" if isinstance(x, bytes) else x
+        return {"image_bytes": tf.constant([image])}, shown
+
+    # -- the CLI ----------------------------------------------------------------------
+    def backbone_options(self, cfg: dict) -> dict:
+        options: dict = {}
+        if cfg.get("image_size"):
+            options["input_shape"] = (cfg["image_size"], cfg["image_size"], 3)
+        if cfg.get("weights"):
+            options["weights"] = None if cfg["weights"] == "random" else cfg["weights"]
+        return options
+
+
+def image_size(meta: dict) -> tuple[int, int]:
+    """``(height, width)`` an image model's export resizes to."""
+    height, width = meta["input_spec"]["shape"][:2]
+    if not height or not width:
+        raise ExportError(
+            f"The image model takes any size ({meta['input_spec']['shape']}); build it with "
+            "input_shape=(H, W, 3) so the export knows what to resize images to."
+        )
+    return int(height), int(width)
+
+
+def decode_images(image_bytes: Any, meta: dict) -> Any:
+    """Encoded JPEG/PNG/GIF/BMP strings ``[N]`` -> float32 RGB pixels ``[N, H, W, 3]``, 0-255.
+
+    The graph behind the ``image_bytes`` input: `tltf.data.load_image` (the decode,
+    transparency flattened onto the model's background, and resize that training
+    uses) for each image, after refusing empty strings.
+    """
+    import tensorflow as tf
+
+    size = image_size(meta)
+    background = meta["input_spec"].get("background", BACKGROUND)
+
+    def decode(data):
+        tf.debugging.assert_positive(
+            tf.strings.length(data),
+            message="image_bytes holds an empty string; send the bytes of a JPEG, PNG, GIF or BMP file",
+        )
+        return load_image(data, *size, background)
+
+    return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+
+
+def _background(value: Any) -> float | list[float]:
+    """A grey level or an RGB triple in 0-255, checked."""
+    values = [value] if isinstance(value, (int, float)) else list(value)
+    if len(values) not in (1, 3) or not all(
+        isinstance(v, (int, float)) and 0 <= v <= 255 for v in values
+    ):
+        raise SpecError(
+            f"background={value!r}; give a grey level or (r, g, b), each 0-255 (white: 255)."
+        )
+    return float(values[0]) if len(values) == 1 else [float(v) for v in values]
+
+
+def _read_bytes(item: Any) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, (str, os.PathLike)) and os.path.isfile(item):
+        with open(item, "rb") as fh:
+            return fh.read()
+    raise ExportError(
+        f"parity_inputs item {str(item)[:80]!r}: give encoded image bytes, image file paths, "
+        "or an [N, H, W, 3] pixel array."
+    )
+
+
+IMAGE = register_modality(Image())
