@@ -20,6 +20,7 @@ demo: setup
 
 lint: setup
 	$(PY) -m ruff check tltf tests benchmarks tools
+	$(VENV)/bin/lint-imports --no-cache
 
 # Two pytest workers, a test file each at a time: 9 min instead of 14 on 2 cores.
 test: setup lint

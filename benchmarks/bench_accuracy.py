@@ -150,7 +150,7 @@ def head_accuracy(model, x_test, y_test) -> float:
     """Accuracy of a frozen model's head on the cached test features."""
     import numpy as np
 
-    from tltf.feature_cache import head_model
+    from tltf.metadata import head_model
 
     logits = head_model(model).predict(x_test, batch_size=1024, verbose=0)
     return float(np.mean(np.argmax(logits, axis=1) == y_test))

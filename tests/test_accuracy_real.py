@@ -20,7 +20,8 @@ from minilm_util import minilm_and_example
 
 import tltf
 from tltf.commands.train import MINILM_SHA256
-from tltf.feature_cache import cached_features, head_model
+from tltf.feature_cache import cached_features
+from tltf.metadata import head_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 

@@ -29,6 +29,8 @@ PUBLIC_MODULES: dict[str, tuple[str, ...] | None] = {
     "tltf.metadata": None,
     "tltf.freezing": None,
     "tltf.backbone": None,
+    "tltf.backbones": None,
+    "tltf.backbones.fetch": None,
     "tltf.errors": None,
     "tltf.commands.predict": ("predict", "latest_version"),
     "tltf.cli": ("main",),

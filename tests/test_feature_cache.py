@@ -147,7 +147,7 @@ def test_reuse_and_invalidation(tmp_path, tiny_bert_dir, tiny_text_data, extract
 def test_image_files_cache_and_key_on_mtime(tmp_path, extractions, capsys):
     import keras
 
-    from tltf.training import to_tf_dataset
+    from tltf.batches import to_tf_dataset
 
     folder = tmp_path / "images"
     rng = np.random.default_rng(0)

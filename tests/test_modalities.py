@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tltf
-from tltf import backbone as backbone_module
+from tltf import backbones
 from tltf.modalities import Loaded, base, get_modality
 
 TLTF = os.path.join(os.path.dirname(__file__), "..", "tltf")
@@ -66,8 +66,8 @@ def vector_modality():
     tltf.register_source("mlp")(load_mlp)
     yield
     base._REGISTRY.pop("vector")
-    backbone_module._SOURCES.pop("mlp")
-    backbone_module._MODALITIES.pop("mlp")
+    backbones._SOURCES.pop("mlp")
+    backbones._MODALITIES.pop("mlp")
 
 
 def _blobs(n, seed):

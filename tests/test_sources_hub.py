@@ -251,7 +251,7 @@ def test_hub_module_stays_float32_under_mixed_precision(image_module):
 
 
 def test_variable_groups_from_name_layouts():
-    from tltf.sources.tf_hub import variable_groups
+    from tltf.backbones.tf_hub import variable_groups
 
     def groups(names, modality="image"):
         found = variable_groups(names, names, modality)

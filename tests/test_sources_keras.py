@@ -23,8 +23,8 @@ from test_sources_util import (
 )
 
 import tltf
+from tltf.backbones import keras_apps
 from tltf.errors import BackboneUnavailable, SpecError
-from tltf.sources import keras_apps
 
 SMALLEST = {
     "resnet": "ResNet50",

@@ -20,13 +20,13 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "Backbone": "tltf.backbone",
-    "load_backbone": "tltf.backbone",
-    "sources": "tltf.backbone",
-    "register_source": "tltf.backbone",
+    "load_backbone": "tltf.backbones",
+    "sources": "tltf.backbones",
+    "register_source": "tltf.backbones",
     "Modality": "tltf.modalities",
     "register_modality": "tltf.modalities",
     "build": "tltf.builder",
-    "compile_model": "tltf.builder",
+    "compile_model": "tltf.compiling",
     "load_model": "tltf.builder",
     "set_freeze": "tltf.freezing",
     "describe": "tltf.freezing",

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tltf import recipe
-from tltf.backbone import source_modality
+from tltf.backbones import source_modality
 from tltf.errors import SpecError
 from tltf.modalities import get_modality
 

@@ -1,26 +1,18 @@
-"""The contract every pretrained network meets, and the registry of sources.
+"""The contract every pretrained network meets: a `Backbone` and its layer groups.
 
-A spec string such as ``keras:MobileNetV3Small`` or ``keras_hub:/path/to/folder``
-names a *source* (the part before the first colon) and a *target*. Each source is
-a function registered with `register_source` that returns a `Backbone`. Freezing,
-learning rates, feature caching and export are written once, against `Backbone`.
+Sources (`tltf.backbones`) turn a spec string into a `Backbone`; freezing,
+learning rates, feature caching and export are written once, against it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tltf.errors import BackboneUnavailable, SpecError
-
-_SOURCES: dict[str, Callable[..., Backbone]] = {}
-_ALIASES: dict[str, str] = {}
-_MODALITIES: dict[str, str | None] = {}  # what a source's backbones take, where it is one
+from tltf.errors import SpecError
 
 
 @dataclass
@@ -159,189 +151,3 @@ def weights_fingerprint(spec: str, weights: list) -> str:
         digest.update(w.path.encode() if hasattr(w, "path") else b"")
         digest.update(memoryview(w.numpy()).tobytes())
     return digest.hexdigest()[:16]
-
-
-def register_source(name: str, *aliases: str, modality: str | None = None) -> Callable:
-    """Decorator: registers ``fn(target, **options) -> Backbone`` for specs ``name:target``.
-
-    `fn` also gets ``spec=`` (the whole spec string); `aliases` are other source names.
-    `modality`: what every backbone of this source takes, when that is one modality
-    (`tltf.recommend` then knows it from a spec string without loading it).
-
-    Example:
-        >>> @register_source("mine")
-        ... def load_mine(target, *, spec, **options):
-        ...     return Backbone(spec, "image", model, preprocessor, groups, 1280, input_spec)
-        >>> bb = tltf.load_backbone("mine:v2")       # calls load_mine("v2", spec="mine:v2")
-    """
-
-    def decorate(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        _SOURCES[name] = fn
-        _MODALITIES[name] = modality
-        for alias in aliases:
-            _ALIASES[alias] = name
-        return fn
-
-    return decorate
-
-
-def sources() -> list[str]:
-    """Names of the registered spec sources.
-
-    Example:
-        >>> tltf.sources()
-        ['file', 'hf', 'hub', 'keras', 'keras_hub']
-    """
-    _import_sources()
-    return sorted(_SOURCES)
-
-
-def source_modality(spec: str) -> str | None:
-    """The modality a spec's source declares for all its backbones, else None.
-
-    Example:
-        >>> source_modality("keras:ResNet50"), source_modality("keras_hub:/models/x")
-        ('image', None)
-    """
-    return _MODALITIES.get(_parse_spec(spec)[0])
-
-
-def _parse_spec(spec: str) -> tuple[str, str]:
-    """Splits ``"source:target"``; raises `SpecError` naming the valid sources."""
-    _import_sources()
-    if not isinstance(spec, str) or ":" not in spec:
-        raise SpecError(
-            f"Backbone spec {spec!r} has no source prefix. Write it as SOURCE:NAME, "
-            f"e.g. 'keras:MobileNetV3Small' or 'keras_hub:/path/to/folder'. "
-            f"Sources: {', '.join(sorted(_SOURCES))}."
-        )
-    source, target = spec.split(":", 1)
-    source = _ALIASES.get(source, source)
-    if source not in _SOURCES:
-        raise SpecError(
-            f"Backbone spec {spec!r}: unknown source {source!r}. "
-            f"Known sources: {', '.join(sorted(_SOURCES))}."
-        )
-    if not target:
-        raise SpecError(f"Backbone spec {spec!r} names no model after {source!r}.")
-    return source, target
-
-
-def load_backbone(spec: str | Backbone, **options: Any) -> Backbone:
-    """Loads a pretrained backbone from a spec string.
-
-    Example:
-        >>> bb = tltf.load_backbone("keras:MobileNetV2", weights=None, input_shape=(96, 96, 3))
-        >>> bb.summary()
-
-    Options are passed to the source (``weights=``, ``input_shape=``,
-    ``sequence_length=``, ``sha256=`` ...). An option the source does not know is an error.
-    """
-    if isinstance(spec, Backbone):
-        if options:
-            raise SpecError(
-                f"load_backbone got a loaded Backbone and options {sorted(options)}; "
-                "pass options only with a spec string."
-            )
-        return spec
-    source, target = _parse_spec(spec)
-    return _SOURCES[source](target, spec=spec, **options)
-
-
-def check_sha256(path: str, expected: str | None) -> None:
-    """Refuses a weights file whose sha256 differs from `expected` (when given).
-
-    Example:
-        >>> check_sha256("/models/resnet50_notop.h5", "4d473c1d...")   # BackboneUnavailable if not
-        >>> check_sha256("/models/resnet50_notop.h5", None)            # no hash: nothing checked
-    """
-    if not expected:
-        return
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != expected.lower():
-        raise BackboneUnavailable(
-            f"Weights file {path} has sha256 {digest.hexdigest()}, expected {expected}. "
-            "The file is corrupt or not the model you meant; re-download or re-install it."
-        )
-
-
-_SAVED_MODEL_WEIGHTS = os.path.join("variables", "variables.data-00000-of-00001")
-
-
-def find_weights_file(folder: str) -> str:
-    """The main weights file of a preset, Hugging Face or SavedModel folder (what sha256= checks).
-
-    Example:
-        >>> find_weights_file("/models/minilm")
-        '/models/minilm/model.weights.h5'
-    """
-    names = ("model.safetensors", "model.weights.h5", "pytorch_model.bin", _SAVED_MODEL_WEIGHTS)
-    for name in names:
-        path = os.path.join(folder, name)
-        if os.path.exists(path):
-            return path
-    raise BackboneUnavailable(
-        f"No weights file ({', '.join(names)}) in {folder}; is it a KerasHub preset, "
-        "a Hugging Face model folder or a single-shard SavedModel?"
-    )
-
-
-def is_download_error(exc: BaseException) -> bool:
-    """Whether `exc` (or an error it was raised from) is a failed fetch over the network.
-
-    Example:
-        >>> is_download_error(ConnectionError("timed out")), is_download_error(KeyError("x"))
-        (True, False)
-    """
-    seen = 0
-    while exc is not None and seen < 10:
-        text = f"{type(exc).__name__} {exc}".lower()
-        if isinstance(exc, (OSError, ConnectionError, TimeoutError)) or any(
-            s in text for s in ("url", "http", "connection", "download", "fetch", "resolve")
-        ):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
-
-
-CACHE_FOLDERS = (
-    "KERAS_HOME (Keras Applications weights, default ~/.keras)",
-    "TFHUB_CACHE_DIR (TF-Hub modules)",
-    "KAGGLEHUB_CACHE (KerasHub presets, default ~/.cache/kagglehub)",
-    "HF_HOME (Hugging Face models, default ~/.cache/huggingface)",
-)
-
-
-def download_failed(
-    spec: str, fetched: str, exc: BaseException, cache: str, local: str
-) -> Exception:
-    """A `BackboneUnavailable` for a fetch that failed, saying how to work offline.
-
-    Raise it ``from None`` so that no urllib / requests traceback reaches the user.
-
-    Example:
-        >>> try:
-        ...     keras.applications.ResNet50(include_top=False)
-        ... except OSError as exc:
-        ...     raise download_failed("keras:ResNet50", "the ImageNet weights", exc,
-        ...                           cache="~/.keras", local="weights='/path/to.h5'") from None
-    """
-    root = exc  # the innermost error says why (Keras wraps urllib's in its own)
-    while (root.__cause__ or root.__context__) is not None:
-        root = root.__cause__ or root.__context__
-    lines = str(root).strip().splitlines()
-    first = textwrap.shorten(lines[0], 200, placeholder=" ...") if lines else ""
-    reason = f"{type(root).__name__}: {first}" if first else type(root).__name__
-    return BackboneUnavailable(
-        f"{spec}: could not download {fetched} ({reason}). To work offline, fill the cache "
-        f"on a machine that is online and copy it here: {cache}. The caches are set by "
-        f"{'; '.join(CACHE_FOLDERS)}. Or use a local copy: {local}."
-    )
-
-
-def _import_sources() -> None:
-    """Imports the built-in sources, which register themselves."""
-    from tltf.sources import keras_apps, keras_hub, tf_hub, user_file  # noqa: F401

@@ -114,9 +114,9 @@ def evaluate(model: Any, data: Any, *, batch_size: int = 32) -> ClassificationRe
         >>> report = tltf.evaluate(model, test)
         >>> print(report.accuracy); print(report.format())
     """
+    from tltf.batches import to_tf_dataset
     from tltf.feature_cache import by_length, compiled_inference
     from tltf.metadata import info
-    from tltf.training import to_tf_dataset
 
     ds = to_tf_dataset(by_length(data), model, batch_size, training=False)  # texts: less padding
     y_true, y_pred = [], []

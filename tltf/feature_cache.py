@@ -47,7 +47,7 @@ import numpy as np
 
 from tltf.backbone import weights_fingerprint
 from tltf.errors import SpecError
-from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info
+from tltf.metadata import BACKBONE_LAYER, features_tensor, head_model, info, preprocessing_layers
 from tltf.modalities import get_modality
 
 FORMAT_VERSION = 1
@@ -208,7 +208,7 @@ def why_not_cached(
     replicas = model.distribute_strategy.num_replicas_in_sync
     if replicas > 1:
         return f"the model trains on {replicas} replicas (tf.distribute)"
-    shape = _features(model).shape[1:]
+    shape = features_tensor(model).shape[1:]
     if None in shape:
         return f"the backbone's features have a variable shape {shape}"
     for layer in [] if clean else preprocessing_layers(model):
@@ -237,39 +237,6 @@ def head_only(model: Any) -> bool:
     """
     pre = [*preprocessing_layers(model), model.get_layer(BACKBONE_LAYER)]
     return not any(layer.trainable_weights for layer in pre)
-
-
-def head_model(model: Any) -> Any:
-    """A `keras.Model` from backbone features to the outputs, through the model's own head layers.
-
-    Example:
-        >>> head = head_model(model)            # Input [feature_dim] -> logits
-        >>> head.get_layer("logits") is model.get_layer("logits")
-        True
-    """
-    import keras
-
-    return keras.Model(_features(model), model.output, name="tltf_head")
-
-
-def preprocessing_layers(model: Any) -> list:
-    """The layers between the model's inputs and its backbone (preprocessing, augmentation).
-
-    Example:
-        >>> [layer.name for layer in preprocessing_layers(model)]
-        ['image_preprocessing']
-    """
-    import keras
-
-    after = {id(layer) for layer in head_model(model).layers}
-    skip = {BACKBONE_LAYER, INFO_LAYER}
-    return [
-        layer
-        for layer in model.layers
-        if id(layer) not in after
-        and layer.name not in skip
-        and not isinstance(layer, keras.layers.InputLayer)
-    ]
 
 
 def cache_key(model: Any, data: Any) -> str:
@@ -446,9 +413,9 @@ def by_length(data: Any) -> Any:
 def _extract(model: Any, data: Any, folder: str, batch_size: int, progress: Any) -> dict:
     """Runs preprocessing + backbone over `data` (a compiled `tf.function`), writing shards."""
 
-    from tltf.training import to_tf_dataset
+    from tltf.batches import to_tf_dataset
 
-    features = _features(model)
+    features = features_tensor(model)
     row_bytes = 4 * math.prod(d or 1 for d in features.shape[1:])
     per_shard = max(batch_size, SHARD_BYTES // row_bytes // batch_size * batch_size)
     n = num_examples(data)
@@ -520,27 +487,8 @@ def _extractor(model: Any) -> Any:
     import keras
 
     if model not in _EXTRACTORS:
-        _EXTRACTORS[model] = keras.Model(model.input, _features(model), name="tltf_features")
+        _EXTRACTORS[model] = keras.Model(model.input, features_tensor(model), name="tltf_features")
     return _EXTRACTORS[model]
-
-
-def _features(model: Any) -> Any:
-    """The symbolic output of the `tltf_info` layer in `model`'s own graph.
-
-    ``layer.output`` is that of the layer's first call, which belongs to another
-    model when the layers were reused to build this one (e.g. with augmentation).
-    """
-    info_layer = model.get_layer(INFO_LAYER)
-    pending, seen = list(model.outputs), set()
-    while pending:
-        tensor = pending.pop()
-        layer, node_index, _ = tensor._keras_history
-        if layer is info_layer:
-            return tensor
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            pending.extend(layer._inbound_nodes[node_index].input_tensors)
-    raise SpecError(f"{model.name!r}: its outputs do not come from its {INFO_LAYER!r} layer.")
 
 
 def _load_entry(path: str) -> CachedFeatures | None:

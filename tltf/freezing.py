@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from tltf.backbone import group_members
+from tltf.compiling import compile_model
 from tltf.errors import SpecError
 from tltf.metadata import backbone_model, info
 
@@ -94,8 +95,6 @@ def set_freeze(model: Any, freeze: str | list[str], bn: str | None = None) -> li
     meta["freeze"] = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
     meta["bn"] = bn
     if getattr(model, "compiled", False) and model.optimizer is not None:
-        from tltf.builder import compile_model  # builder imports this module
-
         with model.distribute_strategy.scope():  # optimizers belong to the model's strategy
             optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
         compile_model(model, optimizer=optimizer)

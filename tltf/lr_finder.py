@@ -76,8 +76,8 @@ def lr_find(
         plot: PNG file for the loss-vs-rate curve; None for no plot. Needs matplotlib
             (``pip install 'tltf[plots]'``); without it the result says so in `note`.
     """
-    from tltf.builder import compile_model
-    from tltf.training import to_tf_dataset
+    from tltf.batches import to_tf_dataset
+    from tltf.compiling import compile_model
 
     if not 0 < min_lr < max_lr or steps < 5:
         raise SpecError(

@@ -1,4 +1,5 @@
-"""Reading the metadata that tltf stores inside the models it builds."""
+"""Reading what tltf stores inside the models it builds: the metadata and the model's parts
+(preprocessing, backbone, head)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,59 @@ def group_members(model: Any) -> dict[str, list]:
     from tltf.backbone import group_members as resolve
 
     return resolve(backbone_model(model), info(model)["groups"])
+
+
+def head_model(model: Any) -> Any:
+    """A `keras.Model` from backbone features to the outputs, through the model's own head layers.
+
+    Example:
+        >>> head = head_model(model)            # Input [feature_dim] -> logits
+        >>> head.get_layer("logits") is model.get_layer("logits")
+        True
+    """
+    import keras
+
+    return keras.Model(features_tensor(model), model.output, name="tltf_head")
+
+
+def preprocessing_layers(model: Any) -> list:
+    """The layers between the model's inputs and its backbone (preprocessing, augmentation).
+
+    Example:
+        >>> [layer.name for layer in preprocessing_layers(model)]
+        ['image_preprocessing']
+    """
+    import keras
+
+    after = {id(layer) for layer in head_model(model).layers}
+    skip = {BACKBONE_LAYER, INFO_LAYER}
+    return [
+        layer
+        for layer in model.layers
+        if id(layer) not in after
+        and layer.name not in skip
+        and not isinstance(layer, keras.layers.InputLayer)
+    ]
+
+
+def features_tensor(model: Any) -> Any:
+    """The symbolic backbone features (the `tltf_info` layer's output) in `model`'s own graph.
+
+    Example:
+        >>> features_tensor(model).shape          # keras:MobileNetV2
+        (None, 1280)
+
+    ``layer.output`` is that of the layer's first call, which belongs to another
+    model when the layers were reused to build this one (e.g. with augmentation).
+    """
+    info_layer = model.get_layer(INFO_LAYER)
+    pending, seen = list(model.outputs), set()
+    while pending:
+        tensor = pending.pop()
+        layer, node_index, _ = tensor._keras_history
+        if layer is info_layer:
+            return tensor
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            pending.extend(layer._inbound_nodes[node_index].input_tensors)
+    raise SpecError(f"{model.name!r}: its outputs do not come from its {INFO_LAYER!r} layer.")

@@ -104,7 +104,7 @@ def head_penalty(model: Any, examples: int) -> Iterator[None]:
     """
     import keras
 
-    from tltf.feature_cache import head_model
+    from tltf.metadata import head_model
 
     kernels = [
         layer.kernel

@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def families_table() -> str:
     """One row per Keras Applications family: constructors, default size, preprocessing, groups."""
-    from tltf.sources.keras_apps import FAMILIES, constructor_names, default_size, group_names
+    from tltf.backbones.keras_apps import FAMILIES, constructor_names, default_size, group_names
 
     names = constructor_names()
     rows = ["Keras Applications (keras:NAME; raw 0-255 RGB pixels in, preprocessing inside):"]
@@ -107,7 +107,7 @@ def _options(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tltf.backbone import load_backbone
+    from tltf.backbones import load_backbone
 
     if args.spec:
         load_backbone(args.spec, **_options(args.option)).summary()

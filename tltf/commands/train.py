@@ -319,7 +319,7 @@ def _backbone_options(cfg: dict[str, Any], modality: str, sha: str | None) -> di
 
 def _keras_metrics(model: Any, data: Any, batch_size: int) -> dict[str, float]:
     """The compiled loss and metrics on held-out data (tasks other than classification)."""
-    from tltf.training import to_tf_dataset
+    from tltf.batches import to_tf_dataset
 
     ds = to_tf_dataset(data, model, batch_size, training=False)
     scores = model.evaluate(ds, return_dict=True, verbose=0)

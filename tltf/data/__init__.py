@@ -13,15 +13,15 @@ a pipeline is built. See docs/data.md.
 
 from tltf.data.dataset import Dataset, split_dataset
 from tltf.data.folders import from_directory
-from tltf.data.images import (
+from tltf.data.tabular import from_arrays, from_csv, from_jsonl
+from tltf.data.tfds_source import from_tfds
+from tltf.modalities.image_files import (
     AUGMENTATION_PRESETS,
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
     augmentation_layers,
     load_image,
 )
-from tltf.data.tabular import from_arrays, from_csv, from_jsonl
-from tltf.data.tfds_source import from_tfds
 
 __all__ = [
     "AUGMENTATION_PRESETS",

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from tltf.data.dataset import Dataset, finish, skipped_summary
-from tltf.data.images import MAX_PIXELS
 from tltf.errors import DataError
 from tltf.modalities import get_modality, modalities
+from tltf.modalities.image_files import MAX_PIXELS
 
 # folder names that mark an existing split, in the order loaders return splits
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}

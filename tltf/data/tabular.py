@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from tltf.data.dataset import Dataset, finish
-from tltf.data.images import MAX_PIXELS
-from tltf.data.texts import check_texts, decode_utf8
 from tltf.errors import DataError
 from tltf.modalities import get_modality, modalities
+from tltf.modalities.image_files import MAX_PIXELS
+from tltf.modalities.text_files import check_texts, decode_utf8
 
 Columns = str | Sequence[str] | None
 _TRUE = {"1", "1.0", "true", "yes", "y", "t"}

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from tltf.data.dataset import Dataset, finish
-from tltf.data.images import MAX_PIXELS
 from tltf.errors import DataError
 from tltf.modalities import get_modality, modalities
+from tltf.modalities.image_files import MAX_PIXELS
 
 
 def _how_to_get_data(name: str, data_dir: str | None) -> str:

@@ -30,6 +30,10 @@ _BUILTIN = ("tltf.modalities.image", "tltf.modalities.text")
 class Loaded:
     """Examples a modality read from files, cells or records.
 
+    Example:
+        >>> Loaded(["a text"], np.array([0])).x
+        ['a text']
+
     Attributes:
         x: the examples kept, as the `Dataset` holds them.
         keep: indices of the kept items among those given (bad files are skipped).
@@ -77,11 +81,21 @@ class Modality:
 
     # -- the model's raw input ------------------------------------------------
     def accepts(self, input_spec: dict) -> bool:
-        """Whether a backbone's raw `input_spec` is this modality's kind of input."""
+        """Whether a backbone's raw `input_spec` is this modality's kind of input.
+
+        Example:
+            >>> get_modality("text").accepts({"shape": [], "dtype": "string"})
+            True
+        """
         raise NotImplementedError
 
     def inputs(self, input_spec: dict, task: Any) -> Any:
-        """The model's `keras.Input` (or a tuple of them, one per `task.text_inputs`)."""
+        """The model's `keras.Input` (or a tuple of them, one per `task.text_inputs`).
+
+        Example:
+            >>> get_modality("image").inputs({"shape": [96, 96, 3], "dtype": "float32"}, task).name
+            'inputs'
+        """
         import keras
 
         return keras.Input(
@@ -89,21 +103,43 @@ class Modality:
         )
 
     def model_inputs(self, x: Any, meta: dict, task: Any) -> Any:
-        """In-memory examples ``x`` as the model's `predict` takes them."""
+        """In-memory examples ``x`` as the model's `predict` takes them.
+
+        Example:
+            >>> get_modality("text").model_inputs(np.array(["a", "b"]), meta, task)
+            ['a', 'b']
+        """
         return np.asarray(x, dtype=meta["input_spec"]["dtype"])
 
     def input_layers(self, x: Any, spec: str, options: dict) -> tuple[Any, dict]:
         """Layers between the raw input and the preprocessor (e.g. augmentation), for the
-        `build_options` given; ``(x, entries to add to the model's input_spec)``."""
+        `build_options` given; ``(x, entries to add to the model's input_spec)``.
+
+        Example:
+            >>> x, extra = get_modality("image").input_layers(inputs, spec, {"background": 0})
+            >>> extra
+            {'background': 0.0}
+        """
         return x, {}
 
     # -- data -------------------------------------------------------------------
     def is_file(self, path: str) -> bool:
-        """Whether a file in a class folder is one of this modality's examples."""
+        """Whether a file in a class folder is one of this modality's examples.
+
+        Example:
+            >>> get_modality("text").is_file("notes/a.txt")
+            True
+        """
         return False
 
     def load_files(self, paths: Sequence[str], *, strict: bool, max_pixels: int) -> Loaded:
-        """Examples from files (a class folder's, or a CSV column of paths)."""
+        """Examples from files (a class folder's, or a CSV column of paths).
+
+        Example:
+            >>> loaded = get_modality("image").load_files(paths, strict=False, max_pixels=MAX)
+            >>> loaded.keep, loaded.skipped           # broken files are skipped and counted
+            (array([0, 2]), [('b.jpg', 'corrupt')])
+        """
         raise DataError(f"{self.name} examples cannot be loaded from files.")
 
     def load_cells(
@@ -116,25 +152,51 @@ class Modality:
         strict: bool,
         max_pixels: int,
     ) -> Loaded:
-        """Examples from a CSV/JSONL column (`where(i)` names row i; `folder` holds the file)."""
+        """Examples from a CSV/JSONL column (`where(i)` names row i; `folder` holds the file).
+
+        Example:
+            >>> get_modality("text").load_cells(["hi", "yo"], where, "text", ".",
+            ...                                 strict=True, max_pixels=0).x
+            ['hi', 'yo']
+        """
         raise DataError(f"{self.name} examples cannot be read from a column.")
 
     def load_records(
         self, items: list, names: list[str], *, strict: bool, max_pixels: int
     ) -> Loaded:
-        """Examples from TFDS records (`names` name each one in messages)."""
+        """Examples from TFDS records (`names` name each one in messages).
+
+        Example:
+            >>> get_modality("text").load_records([b"hi"], ["ds[0]"], strict=True, max_pixels=0).x
+            ['hi']
+        """
         raise DataError(f"{self.name} examples cannot be read from TFDS.")
 
     def from_array(self, xs: np.ndarray, source: str) -> Any:
-        """In-memory examples (`tltf.data.from_arrays`) checked, or None when not this kind."""
+        """In-memory examples (`tltf.data.from_arrays`) checked, or None when not this kind.
+
+        Example:
+            >>> get_modality("image").from_array(np.zeros((2, 8, 8)), "arrays").shape
+            (2, 8, 8, 1)
+        """
         return None
 
     def claims_tfds_feature(self, feature: Any) -> bool:
-        """Whether a TFDS feature holds this modality's examples."""
+        """Whether a TFDS feature holds this modality's examples.
+
+        Example:
+            >>> get_modality("image").claims_tfds_feature(tfds.features.Image())
+            True
+        """
         return False
 
     def tfds_decoder(self, tfds: Any) -> Any:
-        """A TFDS decoder for the input feature (None: TFDS decodes it)."""
+        """A TFDS decoder for the input feature (None: TFDS decodes it).
+
+        Example:
+            >>> get_modality("image").tfds_decoder(tfds)      # keep the encoded bytes
+            <tensorflow_datasets...SkipDecoding object at ...>
+        """
         return None
 
     def batches(
@@ -148,7 +210,12 @@ class Modality:
         input_spec: dict,
         cache: bool | None,
     ) -> Any:
-        """A batched ``tf.data.Dataset`` of ``(x, y)`` from a `tltf.data.Dataset`."""
+        """A batched ``tf.data.Dataset`` of ``(x, y)`` from a `tltf.data.Dataset`.
+
+        Example:
+            >>> ds = get_modality(train.modality).batches(train, train.y, 32, training=True,
+            ...                                           seed=0, input_spec=spec, cache=None)
+        """
         import tensorflow as tf
 
         ds = tf.data.Dataset.from_tensor_slices((np.asarray(data.x), y))
@@ -156,11 +223,20 @@ class Modality:
 
     # -- the feature cache --------------------------------------------------------
     def example_lengths(self, data: Any) -> np.ndarray | None:
-        """A size per example to sort the extraction by (texts: characters), or None."""
+        """A size per example to sort the extraction by (texts: characters), or None.
+
+        Example:
+            >>> get_modality("text").example_lengths(train)[:2]
+            array([41, 17])
+        """
         return None
 
     def fingerprint(self, data: Any, items: Any) -> None:
-        """Feeds `data`'s examples into the cache key: ``items(values, files=bool)``."""
+        """Feeds `data`'s examples into the cache key: ``items(values, files=bool)``.
+
+        Example:
+            >>> get_modality("image").fingerprint(train, items)   # paths, sizes, mtimes
+        """
         items(data.x)
 
     # -- export ---------------------------------------------------------------------
@@ -168,6 +244,10 @@ class Modality:
         """``{name: tf.function}`` serving raw inputs; ``serve(list of tensors)`` -> outputs.
 
         Each function is also set on `module` so that the SavedModel tracks it.
+
+        Example:
+            >>> sorted(get_modality("image").signatures(module, meta, serve, task))
+            ['serving_default', 'serving_tensor']
         """
         import tensorflow as tf
 
@@ -184,7 +264,12 @@ class Modality:
     def samples(
         self, meta: dict, parity_inputs: Any, task: Any
     ) -> dict[str, dict[str, np.ndarray]]:
-        """``{signature: {input name: batch}}`` for the export's parity check and warm-up."""
+        """``{signature: {input name: batch}}`` for the export's parity check and warm-up.
+
+        Example:
+            >>> get_modality("text").samples(meta, ["hello"], task)
+            {'serving_default': {'text': array(['hello'], dtype=object)}}
+        """
         spec = meta["input_spec"]
         if parity_inputs is None:
             rng = np.random.default_rng(0)
@@ -197,22 +282,33 @@ class Modality:
         return {"serving_default": {"inputs": x}}
 
     def reference_inputs(self, signature: str, values: list, meta: dict) -> list:
-        """A signature's input tensors as the Keras model takes them (e.g. decoded)."""
+        """A signature's input tensors as the Keras model takes them (e.g. decoded).
+
+        Example:
+            >>> get_modality("image").reference_inputs("serving_default", [jpegs], meta)
+            [<tf.Tensor: shape=(2, 224, 224, 3), dtype=float32, ...>]
+        """
         return values
 
     def serving_example(self, x: Any) -> tuple[dict, str]:
-        """One example as a feed for ``serving_default`` and how to show it."""
+        """One example as a feed for ``serving_default`` and how to show it.
+
+        Example:
+            >>> feed, shown = get_modality("text").serving_example("a game")
+            >>> served(**feed)["label"]
+        """
         import tensorflow as tf
 
         return {"inputs": tf.constant([x])}, f"<{self.name} example>"
 
-    def read_serving_input(self, name: str, item: Any) -> Any:
-        """A CLI input (a file path, a text) as the signature input `name` takes it."""
-        return item
-
     # -- the CLI ----------------------------------------------------------------------
     def backbone_options(self, cfg: dict) -> dict:
-        """`tltf train`'s source options from the config (``image_size=``, ...)."""
+        """`tltf train`'s source options from the config (``image_size=``, ...).
+
+        Example:
+            >>> get_modality("image").backbone_options({"image_size": 160, "weights": None})
+            {'input_shape': (160, 160, 3)}
+        """
         return {}
 
 

@@ -3,7 +3,7 @@
 Training and serving decode the same way (`tltf.data.load_image`: decode,
 transparency flattened onto the model's background, resize), so an export
 sees the pixels its model trained on. The pixel primitives live in
-`tltf.data.images`; this object says where each is used.
+`tltf.modalities.image_files`; this object says where each is used.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from tltf.data.images import (
+from tltf.errors import DataError, ExportError, SpecError
+from tltf.modalities.base import Loaded, Modality, register_modality
+from tltf.modalities.image_files import (
     BACKGROUND,
     IMAGE_EXTENSIONS,
     augmentation_layers,
@@ -24,8 +26,6 @@ from tltf.data.images import (
     resize_pixels,
     scan_images,
 )
-from tltf.errors import DataError, ExportError, SpecError
-from tltf.modalities.base import Loaded, Modality, register_modality
 
 # Decoded images are cached in memory when they take at most this many bytes.
 CACHE_BYTES = 1 << 30

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from tltf.data.texts import TEXT_EXTENSIONS, check_texts, read_text_file
 from tltf.errors import DataError, ExportError
 from tltf.modalities.base import Loaded, Modality, register_modality
+from tltf.modalities.text_files import TEXT_EXTENSIONS, check_texts, read_text_file
 
 # Training batches: sort pools of this many batches by length, so a batch holds similar lengths.
 POOL_BATCHES = 32

@@ -36,10 +36,11 @@ import dataclasses
 import os
 from typing import Any
 
-from tltf.backbone import Backbone, check_sha256, register_source
+from tltf.backbone import Backbone
+from tltf.backbones import keras_apps, register_source, tf_hub
+from tltf.backbones.fetch import check_sha256
 from tltf.errors import SpecError
-from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info
-from tltf.sources import keras_apps, tf_hub
+from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info, preprocessing_layers
 
 POOLINGS = ("avg", "max")
 RUN_MODEL = "model.keras"  # what `tltf train` writes into its run folder
@@ -185,8 +186,6 @@ def _from_tltf_model(network: Any, spec: str) -> Backbone:
     augmentation layers are left behind.
     """
     import keras
-
-    from tltf.feature_cache import preprocessing_layers
 
     meta = info(network)
     inner = network.get_layer(BACKBONE_LAYER)

@@ -24,13 +24,9 @@ import os
 import re
 from typing import Any
 
-from tltf.backbone import (
-    Backbone,
-    check_sha256,
-    download_failed,
-    find_weights_file,
-    register_source,
-)
+from tltf.backbone import Backbone
+from tltf.backbones import register_source
+from tltf.backbones.fetch import check_sha256, download_failed, find_weights_file
 from tltf.errors import SpecError
 from tltf.modalities import get_modality
 

@@ -22,13 +22,13 @@ import os
 import re
 from typing import Any
 
-from tltf.backbone import (
-    Backbone,
+from tltf.backbone import Backbone
+from tltf.backbones import register_source
+from tltf.backbones.fetch import (
     check_sha256,
     download_failed,
     find_weights_file,
     is_download_error,
-    register_source,
 )
 from tltf.errors import SpecError
 
@@ -199,7 +199,7 @@ def image_groups(model: Any) -> dict[str, list[str]]:
     """``stem``, ``stage1``..: numbered stage names, in order; else one group per weighted layer."""
     import keras
 
-    from tltf.sources.user_file import layer_groups
+    from tltf.backbones.user_file import layer_groups
 
     layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
     numbers = sorted({int(m[1]) for lyr in layers if (m := _STAGE_RE.match(lyr.name))})

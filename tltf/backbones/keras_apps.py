@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tltf.backbone import Backbone, check_sha256, download_failed, register_source
+from tltf.backbone import Backbone
+from tltf.backbones import register_source
+from tltf.backbones.fetch import check_sha256, download_failed
 from tltf.errors import SpecError
 
 Rule = tuple[str, Callable[[re.Match], str]]

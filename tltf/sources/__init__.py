@@ -1,1 +1,0 @@
-"""Backbone sources: each module registers one spec prefix with `tltf.backbone.register_source`."""
