@@ -170,3 +170,9 @@ def test_load_model_restores_the_freeze_policy(tiny_bert_dir, tiny_text_data, tm
     loaded.fit(ds.batch(8), epochs=1, verbose=0)
     after = tltf.metadata.group_members(loaded)["layer_0"][0].weights
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(frozen, after, strict=True))
+
+
+def test_sources_stays_a_function_after_a_source_loads():
+    import tltf.backbones.keras_apps  # noqa: F401  (a tltf/sources/ package used to shadow it)
+
+    assert tltf.sources() == ["file", "hf", "hub", "keras", "keras_hub"]
