@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 import tltf
-from tltf import distribute
-from tltf.distribute import Environment, choose, precision_policy
+from tltf import distribute, runs
+from tltf.distribute import Environment, choose, keras_compat, precision_policy
 from tltf.errors import DataError, SpecError
 
 TWO_WORKERS = {
@@ -294,19 +294,19 @@ def test_text_models_refuse_xla(tiny_bert_dir):
 def test_fit_workaround_is_version_guarded(monkeypatch):
     strategy = SimpleNamespace(num_replicas_in_sync=2)
     model = SimpleNamespace(distribute_strategy=strategy)
-    monkeypatch.setattr(distribute, "KERAS_FIT_BUG_VERSIONS", ((3, 0), (3, 16)))
+    monkeypatch.setattr(keras_compat, "KERAS_FIT_BUG_VERSIONS", ((3, 0), (3, 16)))
     assert distribute.patch_keras_fit(model) == ["first_batch"]
-    assert model._maybe_symbolic_build.__func__ is distribute._symbolic_build_from_local_batch
-    monkeypatch.setattr(distribute, "KERAS_FIT_BUG_VERSIONS", ((3, 0), (3, 15)))
+    assert model._maybe_symbolic_build.__func__ is keras_compat._symbolic_build_from_local_batch
+    monkeypatch.setattr(keras_compat, "KERAS_FIT_BUG_VERSIONS", ((3, 0), (3, 15)))
     assert distribute.patch_keras_fit(SimpleNamespace(distribute_strategy=strategy)) == []
 
 
 def test_run_dir_of_another_model_is_refused(tmp_path):
     model = _image_model()
     state = {"model": {"backbone": "keras:ResNet50", "class_names": ["x"]}, "phases": []}
-    (tmp_path / distribute.STATE_FILE).write_text(json.dumps(state))
+    (tmp_path / runs.STATE_FILE).write_text(json.dumps(state))
     with pytest.raises(SpecError, match="holds a run of another model.*ResNet50"):
-        distribute.Run(str(tmp_path), model)
+        runs.Run(str(tmp_path), model)
 
 
 def test_shard_only_where_workers_split_the_input():
@@ -318,10 +318,10 @@ def test_shard_only_where_workers_split_the_input():
 
 def test_run_dir_with_other_phases_is_refused(tmp_path):
     model = _image_model()
-    run = distribute.Run(str(tmp_path), model)
+    run = runs.Run(str(tmp_path), model)
     run.state.update(phases=["0-1"], weights="0-1")
     run.write_state()
-    again = distribute.Run(str(tmp_path), model)
+    again = runs.Run(str(tmp_path), model)
     data = tf.data.Dataset.from_tensor_slices((np.zeros((2, 32, 32, 3)), [0, 1])).batch(2)
     with pytest.raises(SpecError, match=r"phases \['0-1'\] do not lead to epochs 0-3"):
         again.fit(model, data, initial_epoch=0, epochs=3)

@@ -111,7 +111,7 @@ def test_only_the_chief_writes_the_run(cluster):
     state = json.loads((run / "tltf_run.json").read_text())
     assert state["phases"] == ["0-1", "1-2"] and sorted(state["epochs"]) == ["0", "1"]
     assert {"model.keras", "weights-1-2.npz"} <= set(os.listdir(run))
-    assert not [p for p in os.listdir(run) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(run) if p.endswith(".tmp") or p.startswith(".tmp-")]
     assert not (run / "backup").exists() or not os.listdir(run / "backup")
 
 

@@ -17,6 +17,7 @@ import tltf
 PUBLIC_MODULES: dict[str, tuple[str, ...] | None] = {
     "tltf.data": None,
     "tltf.distribute": None,
+    "tltf.runs": None,
     "tltf.layers": None,
     "tltf.heads": None,
     "tltf.serving": None,

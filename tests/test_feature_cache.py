@@ -181,7 +181,7 @@ def test_interrupted_write_is_not_reused(
     texts, labels = tiny_text_data
     model = text_model(tiny_bert_dir)
     monkeypatch.setattr(feature_cache, "SHARD_BYTES", 16 * 4 * 10)
-    real_write = feature_cache._write_durably
+    real_write = feature_cache.write_atomically
     written: list[str] = []
 
     def failing(path, payload):
@@ -190,12 +190,12 @@ def test_interrupted_write_is_not_reused(
             raise OSError("disk full")
         real_write(path, payload)
 
-    monkeypatch.setattr(feature_cache, "_write_durably", failing)
+    monkeypatch.setattr(feature_cache, "write_atomically", failing)
     with pytest.raises(OSError, match="disk full"):
         feature_cache.cached_features(model, (texts, labels), cache_dir=str(tmp_path))
     assert os.listdir(tmp_path) == []  # the temporary entry is removed
 
-    monkeypatch.setattr(feature_cache, "_write_durably", real_write)
+    monkeypatch.setattr(feature_cache, "write_atomically", real_write)
     entry = feature_cache.cached_features(model, (texts, labels), cache_dir=str(tmp_path))
     assert extractions == [36, 36] and entry.rows == 36
 
@@ -210,7 +210,7 @@ KILL_SCRIPT = textwrap.dedent(
     folder, cache_dir = sys.argv[1], sys.argv[2]
     texts = ["game play score", "algebra number", "sound audio mixer"] * 12
     model = tltf.build(f"keras_hub:{folder}", class_names=["a", "b"], sequence_length=16)
-    real_write, count = feature_cache._write_durably, []
+    real_write, count = feature_cache.write_atomically, []
 
     def killing(path, payload):
         real_write(path, payload)
@@ -218,7 +218,7 @@ KILL_SCRIPT = textwrap.dedent(
         if len(count) == 3:  # the second shard is half written
             os.kill(os.getpid(), signal.SIGKILL)
 
-    feature_cache._write_durably = killing
+    feature_cache.write_atomically = killing
     feature_cache.SHARD_BYTES = 16 * 4 * 10
     print(feature_cache.cache_key(model, (texts, np.arange(36) % 2)), flush=True)
     feature_cache.cached_features(model, (texts, np.arange(36) % 2), cache_dir=cache_dir)

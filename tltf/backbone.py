@@ -66,15 +66,6 @@ class Backbone:
             self._fingerprint = weights_fingerprint(self.spec, self.model.weights)
         return self._fingerprint
 
-    def group_of(self) -> dict[str, str]:
-        """``{layer name or variable path: group}`` for every group member.
-
-        Example:
-            >>> bb.group_of()["Conv1"]
-            'stem'
-        """
-        return {layer: g for g, layers in self.groups.items() for layer in layers}
-
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         """Prints each group with its parameter count and trainable state.
 

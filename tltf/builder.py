@@ -103,8 +103,8 @@ def build(
         if not needs or "unexpected keyword" not in str(exc):
             raise
         raise SpecError(
-            f"task={task!r} needs a backbone that takes {needs} (a text backbone: "
-            f"keras_hub: or hf:); {backbone!r} does not."
+            f"task={task!r} needs a backbone that takes {needs}; {backbone!r} does not "
+            f"(`tltf backbones` lists the sources and what they take)."
         ) from None
 
     bn = _bn_policy(bb, bn)

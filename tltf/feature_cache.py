@@ -37,7 +37,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ import numpy as np
 
 from tltf.backbone import weights_fingerprint
 from tltf.errors import SpecError
+from tltf.io import remove_stale, temporary_path, write_atomically
 from tltf.metadata import BACKBONE_LAYER, features_tensor, head_model, info, preprocessing_layers
 from tltf.modalities import get_modality
 
@@ -60,7 +60,6 @@ COMPLETE = "COMPLETE"
 _EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> features model
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Keras model -> tf.function
 MANIFEST = "manifest.json"
-TMP_PREFIX = ".tmp-"
 # Callbacks that only read logs or the optimizer: they work on the head model alone.
 # Others (ModelCheckpoint, BackupAndRestore, ...) need the whole model, so they turn caching off.
 HEAD_SAFE_CALLBACKS = (
@@ -118,7 +117,7 @@ def fit_head(
             returns None whatever this says.
         cache_dir: default `default_cache_dir()`.
         fit: runs the training as ``fit(head, data, **kwargs)`` (e.g. a resumable
-            `tltf.distribute.Run.fit`); default ``head.fit(data, **kwargs)``.
+            `tltf.runs.Run.fit`); default ``head.fit(data, **kwargs)``.
         min_steps_per_epoch: an epoch passes over the features as often as it takes
             to reach this many steps (Keras spends ~30 ms per epoch, a head step
             microseconds: a long head phase on little data is otherwise all overhead).
@@ -382,8 +381,8 @@ def cached_features(
             print(f"{what}: reused {path}", flush=True)
         return found
     os.makedirs(folder, exist_ok=True)
-    _remove_stale_tmp(folder)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    remove_stale(folder)
+    tmp = temporary_path(folder, key)
     os.makedirs(tmp)
     try:
         started = time.perf_counter()
@@ -391,7 +390,7 @@ def cached_features(
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         with open(os.path.join(tmp, MANIFEST), "w") as fh:
             json.dump(manifest, fh, indent=1)
-        _write_durably(os.path.join(tmp, COMPLETE), b"")
+        write_atomically(os.path.join(tmp, COMPLETE), b"")
         _publish(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename, or a failed write
@@ -440,8 +439,8 @@ def _extract(model: Any, data: Any, folder: str, batch_size: int, progress: Any)
             "features": f"features-{i:05d}.bin",
             "labels": f"labels-{i:05d}.bin",
         }
-        _write_durably(os.path.join(folder, shard["features"]), x.tobytes())
-        _write_durably(os.path.join(folder, shard["labels"]), y.tobytes())
+        write_atomically(os.path.join(folder, shard["features"]), x.tobytes())
+        write_atomically(os.path.join(folder, shard["labels"]), y.tobytes())
         shards.append(shard)
     progress.done()
     return {
@@ -520,26 +519,6 @@ def _publish(tmp: str, path: str) -> None:
             return
         shutil.rmtree(path, ignore_errors=True)
         os.rename(tmp, path)
-
-
-def _remove_stale_tmp(folder: str) -> None:
-    """Removes temporary entries of processes on this machine that no longer run."""
-    for name in os.listdir(folder):
-        if not name.startswith(TMP_PREFIX):
-            continue
-        try:
-            os.kill(int(name.split("-")[-2]), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
-            continue
-
-
-def _write_durably(path: str, payload: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 class _Progress:

@@ -70,8 +70,6 @@ def set_freeze(model: Any, freeze: str | list[str], bn: str | None = None) -> li
     """
     import keras
 
-    from tltf.layers import HubModule
-
     meta = info(model)
     bn = bn or meta.get("bn", "frozen")
     if bn not in BN_POLICIES:
@@ -90,7 +88,7 @@ def set_freeze(model: Any, freeze: str | list[str], bn: str | None = None) -> li
     for layer in backbone._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization) and bn == "frozen":
             _set_trainable(layer, False)
-        if isinstance(layer, HubModule):
+        if getattr(layer, "follows_bn_policy", False):  # a whole network in one layer
             layer.bn = bn
     meta["freeze"] = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
     meta["bn"] = bn

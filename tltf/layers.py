@@ -217,6 +217,8 @@ class HubModule(keras.layers.Layer):
     Reloading a ``.keras`` file loads `handle` again, then its saved weights.
     """
 
+    follows_bn_policy = True  # `tltf.set_freeze` sets `bn`: the module has no BN layers to freeze
+
     def __init__(
         self,
         handle: str,
@@ -234,7 +236,7 @@ class HubModule(keras.layers.Layer):
         self.endpoint = endpoint
         self.output_key = output_key
         self.arguments = dict(arguments or {})
-        self.bn = bn
+        self.bn = bn  # set by `tltf.set_freeze` (see `follows_bn_policy`)
         self._module = load_saved_model(handle)
         self._fn, self._endpoint = _saved_model_endpoint(self._module, endpoint)
         self._takes_training = self._endpoint == "__call__" and any(

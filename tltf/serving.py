@@ -33,13 +33,13 @@ import numpy as np
 from tltf.distribute import chief_only
 from tltf.errors import ExportError
 from tltf.heads import get_task
+from tltf.io import remove_stale, temporary_path, write_atomically
 from tltf.metadata import backbone_model, info
 from tltf.modalities import get_modality, modalities
 
 FORMATS = ("saved_model", "tflite")
 PARITY_TOLERANCE = 1e-4
 MIXED_PRECISION_TOLERANCE = 1e-2
-TMP_PREFIX = ".tmp-"
 _SERVING_API_NOTE = (
     "tensorflow-serving-api is not installed: no warm-up file and no models.config "
     "(pip install 'tltf[serving]')."
@@ -93,11 +93,10 @@ def export(
     meta = info(model)
     formats = _check_formats(formats, meta)
     os.makedirs(path, exist_ok=True)
-    _remove_stale_tmp(path)
+    remove_stale(path)
     version = _choose_version(path, version)
     final = os.path.join(path, str(version))
-    tmp = os.path.join(path, f"{TMP_PREFIX}{version}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temporary_path(path, str(version))
     samples = _samples(meta, parity_inputs)
     try:
         servable, signatures = _servable(model, meta)
@@ -107,13 +106,15 @@ def export(
         parity = _check_parity(tmp, model, meta, samples)
         extra = os.path.join(tmp, "assets.extra")
         os.makedirs(extra)
-        _write_text(
+        write_atomically(
             os.path.join(extra, "labels.txt"), "".join(f"{c}\n" for c in meta["class_names"])
         )
         if "tflite" in formats:
             parity["tflite"] = _write_tflite(tmp, model, meta, samples, quantize)
         _write_warmup(os.path.join(extra, "tf_serving_warmup_requests"), path, samples)
-        _write_text(os.path.join(extra, "tltf.json"), json.dumps(_manifest(meta, parity), indent=2))
+        write_atomically(
+            os.path.join(extra, "tltf.json"), json.dumps(_manifest(meta, parity), indent=2)
+        )
         try:
             os.rename(tmp, final)
         except OSError as exc:
@@ -140,24 +141,6 @@ def _check_formats(formats: Sequence[str], meta: dict) -> tuple[str, ...]:
             f"({why_not})."
         )
     return formats
-
-
-def _remove_stale_tmp(path: str) -> None:
-    """Deletes temporary folders left by exports whose process died (killed mid-write)."""
-    for name in os.listdir(path):
-        pid = name.rsplit("-", 1)[-1]
-        if name.startswith(TMP_PREFIX) and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(os.path.join(path, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _choose_version(path: str, version: int | None) -> int:
@@ -263,7 +246,9 @@ def _write_tflite(saved: str, model: Any, meta: dict, samples: dict, quantize: b
     os.makedirs(folder)
     with open(os.path.join(folder, "model.tflite"), "wb") as fh:
         fh.write(content)
-    _write_text(os.path.join(folder, "labels.txt"), "".join(f"{c}\n" for c in meta["class_names"]))
+    write_atomically(
+        os.path.join(folder, "labels.txt"), "".join(f"{c}\n" for c in meta["class_names"])
+    )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
@@ -327,7 +312,7 @@ def _update_models_config(path: str, models_root: str | None) -> None:
     entry = next((c for c in entries if c.name == name), None) or entries.add(name=name)
     entry.base_path = base
     entry.model_platform = "tensorflow"
-    _write_text(file, text_format.MessageToString(config))
+    write_atomically(file, text_format.MessageToString(config))
 
 
 def _manifest(meta: dict, parity: dict) -> dict:
@@ -349,11 +334,3 @@ def _manifest(meta: dict, parity: dict) -> dict:
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "parity": parity,
     }
-
-
-def _write_text(file: str, text: str) -> None:
-    """Writes atomically: to a temporary name, then `os.replace`."""
-    tmp = f"{file}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, file)

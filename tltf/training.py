@@ -20,13 +20,14 @@ import numpy as np
 from tltf import recipe
 from tltf.batches import to_tf_dataset
 from tltf.compiling import compile_model
-from tltf.distribute import Run, global_batch_size, preflight, shard
+from tltf.distribute import global_batch_size, preflight, shard
 from tltf.errors import DataError, SpecError
 from tltf.feature_cache import fit_head, num_examples, subset, why_not_cached
 from tltf.freezing import set_freeze, trainable_groups
 from tltf.heads import adapt_targets
 from tltf.metadata import info
 from tltf.rates import check_lr_decay
+from tltf.runs import Run
 
 UNFREEZE = ("at_once", "gradual")
 
@@ -99,7 +100,7 @@ def fine_tune(
             ``~/.cache/tltf/features``.
         run_dir: makes the run resumable: a process killed mid-run and started again
             with the same call loses at most one epoch; the trained model is saved
-            there as ``model.keras`` (`tltf.distribute.Run`).
+            there as ``model.keras`` (`tltf.runs.Run`).
         scale_lr: multiply the rates by the number of replicas (the global batch
             is ``batch_size`` per replica times the replicas of the model's strategy).
         **fit_kwargs: passed to `keras.Model.fit`; ``class_weight="balanced"`` weighs

@@ -10,7 +10,7 @@ The run folder (``--run-dir``, default ``runs/NAME-TIMESTAMP``) holds::
     config.yaml              the resolved configuration; `tltf train --config` it to rerun
     logs/                    TensorBoard (tensorboard --logdir runs)
     tltf_run.json, weights-*.npz, backup/
-                             resume state (`tltf.distribute.Run`): rerunning with this
+                             resume state (`tltf.runs.Run`): rerunning with this
                              run folder continues after the last finished epoch
     model.keras              the trained Keras model (`tltf export RUN_DIR`)
     metrics.json             history, held-out report, export path, timings

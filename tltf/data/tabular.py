@@ -61,39 +61,7 @@ def from_csv(
     Returns:
         A `Dataset`, or ``(train, val)``, ``(train, test)``, ``(train, val, test)`` when splits are asked.
     """
-    path = os.fspath(path)
-    text = _read_utf8(path)
-    rows, lines, header = [], [], None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    previous = 0
-    for row in reader:
-        start, previous = previous + 1, reader.line_num
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if header is None:
-            header = [h.strip() for h in row]
-            continue
-        rows.append(dict(zip(header, row, strict=False)))
-        lines.append(start)
-    if header is None:
-        raise DataError(f"{path} is empty; it needs a header row and one row per example.")
-    data = _from_records(
-        rows,
-        lines,
-        header,
-        path,
-        text_column=text_column,
-        image_column=image_column,
-        label_column=label_column,
-        text_pair_column=text_pair_column,
-        target_column=target_column,
-        class_names=class_names,
-        strict=strict,
-        max_pixels=max_pixels,
-    )
-    return finish(
-        data, validation_split=validation_split, test_split=test_split, seed=seed, verbose=verbose
-    )
+    return _load_table(_csv_rows, **locals())
 
 
 def from_jsonl(
@@ -120,7 +88,48 @@ def from_jsonl(
     Example:
         >>> train = tltf.data.from_jsonl("reviews.jsonl", text_column="review", label_column="stars")
     """
+    return _load_table(_jsonl_rows, **locals())
+
+
+def _load_table(
+    read: Callable[[str], tuple[list[dict], list[int], list[str]]],
+    path: str | os.PathLike,
+    *,
+    validation_split: float | None,
+    test_split: float | None,
+    seed: int,
+    verbose: bool,
+    **columns: Any,
+) -> Dataset | tuple[Dataset, ...]:
+    """The shared body of `from_csv` and `from_jsonl`: `read` gives the rows, their line
+    numbers and the column names; `columns` are the loaders' column options."""
     path = os.fspath(path)
+    rows, lines, header = read(path)
+    data = _from_records(rows, lines, header, path, **columns)
+    return finish(
+        data, validation_split=validation_split, test_split=test_split, seed=seed, verbose=verbose
+    )
+
+
+def _csv_rows(path: str) -> tuple[list[dict], list[int], list[str]]:
+    rows, lines, header = [], [], None
+    reader = csv.reader(io.StringIO(_read_utf8(path), newline=""))
+    previous = 0
+    for row in reader:
+        start, previous = previous + 1, reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = [h.strip() for h in row]
+            continue
+        rows.append(dict(zip(header, row, strict=False)))
+        lines.append(start)
+    if header is None:
+        raise DataError(f"{path} is empty; it needs a header row and one row per example.")
+    return rows, lines, header
+
+
+def _jsonl_rows(path: str) -> tuple[list[dict], list[int], list[str]]:
     rows, lines, keys = [], [], {}
     for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
         if not line.strip():
@@ -142,23 +151,7 @@ def from_jsonl(
         lines.append(number)
     if not rows:
         raise DataError(f"{path} holds no JSON objects; it needs one object per line.")
-    data = _from_records(
-        rows,
-        lines,
-        list(keys),
-        path,
-        text_column=text_column,
-        image_column=image_column,
-        label_column=label_column,
-        text_pair_column=text_pair_column,
-        target_column=target_column,
-        class_names=class_names,
-        strict=strict,
-        max_pixels=max_pixels,
-    )
-    return finish(
-        data, validation_split=validation_split, test_split=test_split, seed=seed, verbose=verbose
-    )
+    return rows, lines, list(keys)
 
 
 def from_arrays(

@@ -1,0 +1,77 @@
+"""Writing files and folders atomically, for the feature cache, exports and resumable runs.
+
+Everything is written under a temporary name, then renamed into place, so a killed
+process never leaves a half-written file or folder under its final name. Temporary
+names carry the writer's pid; `remove_stale` deletes those of processes that no
+longer run. Paths may be local or, for files, any `tf.io.gfile` URL (``gs://``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+TMP_PREFIX = ".tmp-"
+
+
+def temporary_path(folder: str, name: str) -> str:
+    """A fresh temporary name in `folder` for `name`, marked with this process's pid.
+
+    Example:
+        >>> temporary_path("export/topics", "3")
+        'export/topics/.tmp-3-4711-9f2c01ab'
+    """
+    return os.path.join(folder, f"{TMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_stale(folder: str) -> None:
+    """Deletes the temporary files and folders in `folder` whose process no longer runs.
+
+    Example:
+        >>> remove_stale(os.path.expanduser("~/.cache/tltf/features"))
+    """
+    for name in os.listdir(folder):
+        if not name.startswith(TMP_PREFIX):
+            continue
+        try:
+            os.kill(int(name.split("-")[-2]), 0)
+        except ProcessLookupError:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+        except (ValueError, IndexError, PermissionError, OSError):
+            continue  # not ours, or alive under another user
+
+
+def write_atomically(path: str, payload: bytes | str) -> None:
+    """Writes `payload` to `path`: to a temporary file, flushed to disk, then renamed over it.
+
+    Example:
+        >>> write_atomically("runs/a/tltf_run.json", json.dumps(state))
+        >>> write_atomically("gs://bucket/run/weights.npz", buffer.getvalue())
+    """
+    mode = "wb" if isinstance(payload, bytes) else "w"
+    folder = os.path.dirname(path) or "."
+    tmp = temporary_path(folder, os.path.basename(path))
+    if "://" in path:  # a tf.io.gfile file system (GCS for TPUs): no fsync there
+        import tensorflow as tf
+
+        tf.io.gfile.makedirs(folder)
+        with tf.io.gfile.GFile(tmp, mode) as fh:
+            fh.write(payload)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+        return
+    os.makedirs(folder, exist_ok=True)
+    try:
+        with open(tmp, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,225 @@
+"""Resumable runs: `fit` calls that a killed process picks up where it stopped.
+
+`tltf.fine_tune(..., run_dir=...)` trains through a `Run`. Under
+MultiWorkerMirroredStrategy only the chief writes the state; see docs/distribute.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from tltf.distribute.workers import _task_name, chief_writes, is_chief
+from tltf.errors import SpecError
+from tltf.io import write_atomically
+
+STATE_FILE = "tltf_run.json"
+
+
+class Run:
+    """`model.fit` calls that survive being killed: state and backups in `run_dir`.
+
+    Each ``fit`` covers epochs ``[initial_epoch, epochs)`` (a phase of
+    `tltf.fine_tune`). A phase that finished is not trained again: its weights
+    and per-epoch logs are in `run_dir`. An unfinished phase trains under
+    `keras.callbacks.BackupAndRestore`, which restores the last completed epoch.
+    Only the chief writes the state file and the final model; each other worker
+    keeps its own backup folder. `run_dir` must be visible to every worker.
+
+    Layout: ``tltf_run.json`` (finished phases, logs per epoch), ``weights-A-B.npz``
+    (after the last finished phase), ``backup/A-B[-workerN]/`` (Keras' backups),
+    ``model.keras`` (the trained model, written by `finish`).
+
+    Example:
+        >>> run = Run("runs/topics", model)
+        >>> history = run.fit(model, train_ds, initial_epoch=0, epochs=3)
+        >>> run.finish(model)
+    """
+
+    def __init__(self, run_dir: str | None, model: Any) -> None:
+        from tltf.metadata import info
+
+        self.dir = run_dir
+        meta = info(model)
+        self.identity = {k: meta[k] for k in ("task", "backbone", "fingerprint", "class_names")}
+        self.chief = is_chief()
+        self._holds: str | None = None  # the finished phase whose weights the model holds
+        self.state = {"model": self.identity, "phases": [], "weights": None, "epochs": {}}
+        if run_dir and _exists(self._path(STATE_FILE)):
+            with _open(self._path(STATE_FILE), "r") as fh:
+                self.state = json.load(fh)
+            if self.state["model"] != json.loads(json.dumps(self.identity)):
+                raise SpecError(
+                    f"{run_dir} holds a run of another model ({self.state['model']['backbone']}, "
+                    f"classes {self.state['model']['class_names']}); use a new run_dir or delete it."
+                )
+
+    def _path(self, *names: str) -> str:
+        return os.path.join(self.dir, *names)
+
+    def fit(
+        self, model: Any, data: Any, *, initial_epoch: int, epochs: int, **fit_kwargs: Any
+    ) -> Any:
+        """`model.fit` over epochs ``[initial_epoch, epochs)``, resumed or skipped as recorded.
+
+        Returns a `History` of all the phase's epochs, those of earlier processes too.
+
+        Example:
+            >>> history = run.fit(model, train_ds, initial_epoch=1, epochs=4, verbose=0)
+            >>> history.epoch
+            [1, 2, 3]
+        """
+        if not self.dir:
+            return model.fit(data, initial_epoch=initial_epoch, epochs=epochs, **fit_kwargs)
+        import keras
+
+        phase = f"{initial_epoch}-{epochs}"
+        if phase in self.state["phases"]:
+            if self.state["weights"] == phase:
+                self._load_weights(model, phase)
+            self._holds = phase
+            return self._history(initial_epoch, epochs, None)
+        if self.state["weights"] not in (None, self._holds):
+            raise SpecError(
+                f"{self.dir} holds a run whose phases {self.state['phases']} do not lead to "
+                f"epochs {phase} of this call (were epochs or freeze_epochs changed?); use a "
+                "new run_dir, or delete it."
+            )
+        backup = self._path("backup", phase if self.chief else f"{phase}-{_task_name()}")
+        callbacks = [
+            *(fit_kwargs.pop("callbacks", None) or []),
+            _epoch_logs_class()(self),  # before the backup: an epoch's logs, then its weights
+            # kept until the phase's weights are saved: a kill in between loses no phase
+            keras.callbacks.BackupAndRestore(
+                backup, double_checkpoint=True, delete_checkpoint=False
+            ),
+        ]
+        model._initial_epoch = None  # Keras keeps a restored epoch on the model for later fits
+        history = model.fit(
+            data, initial_epoch=initial_epoch, epochs=epochs, callbacks=callbacks, **fit_kwargs
+        )
+        model._initial_epoch = None
+        self._save_weights(model, phase)
+        self._holds = phase
+        _remove_tree(backup)
+        return self._history(initial_epoch, epochs, history)
+
+    def finish(self, model: Any) -> str | None:
+        """Writes ``model.keras`` (the chief; other workers write a temporary copy); its path.
+
+        Example:
+            >>> run.finish(model)
+            'runs/topics/model.keras'
+        """
+        if not self.dir:
+            return None
+        with chief_writes(self._path("model.keras")) as target:
+            model.save(target)
+        backups = self._path("backup")
+        if self.chief and _exists(backups) and not _list(backups):
+            _remove_tree(backups)
+        return self._path("model.keras") if self.chief else None
+
+    def _history(self, first: int, end: int, history: Any) -> Any:
+        import keras
+
+        # the phase's recorded epochs: all of them, or up to where it stopped early
+        ran = [e for e in range(first, end) if str(e) in self.state["epochs"]]
+        merged = history or keras.callbacks.History()
+        if not ran:
+            merged.epoch, merged.history = [], {}
+            return merged
+        logs = [self.state["epochs"][str(e)] for e in ran]
+        merged.epoch = ran
+        merged.history = {k: [entry[k] for entry in logs] for k in logs[-1]}
+        return merged
+
+    def _save_weights(self, model: Any, phase: str) -> None:
+        arrays = {f"w{i}": np.asarray(w.numpy()) for i, w in enumerate(model.weights)}
+        previous = self.state["weights"]
+        self.state["phases"].append(phase)
+        self.state["weights"] = phase
+        if not self.chief:
+            return
+        path = self._path(f"weights-{phase}.npz")
+        buffer = io.BytesIO()  # zip needs seeking, which a GFile being written lacks
+        np.savez(buffer, **arrays)
+        write_atomically(path, buffer.getvalue())
+        self.write_state()
+        if previous and previous != phase:
+            _remove(self._path(f"weights-{previous}.npz"))
+
+    def _load_weights(self, model: Any, phase: str) -> None:
+        with _open(self._path(f"weights-{phase}.npz"), "rb") as fh:
+            arrays = np.load(io.BytesIO(fh.read()))
+        for i, weight in enumerate(model.weights):
+            weight.assign(arrays[f"w{i}"])
+
+    def write_state(self) -> None:
+        """Writes ``tltf_run.json`` atomically (the chief only).
+
+        Example:
+            >>> run.state["epochs"]["0"] = {"loss": 0.52}
+            >>> run.write_state()
+        """
+        if not self.chief:
+            return
+        path = self._path(STATE_FILE)
+        write_atomically(path, json.dumps(self.state, indent=1))
+
+
+def _exists(path: str) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def _open(path: str, mode: str) -> Any:
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+    return tf.io.gfile.GFile(path, mode)
+
+
+def _remove(path: str) -> None:
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+
+def _list(path: str) -> list[str]:
+    import tensorflow as tf
+
+    return tf.io.gfile.listdir(path)
+
+
+def _remove_tree(path: str) -> None:
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
+
+
+@functools.cache
+def _epoch_logs_class() -> type:
+    """The callback class that records epochs in a `Run` (made on first use: keras loads late)."""
+    import keras
+
+    class EpochLogs(keras.callbacks.Callback):
+        """Records each finished epoch's logs in the run state."""
+
+        def __init__(self, run: Run) -> None:
+            super().__init__()
+            self.run = run
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.run.state["epochs"][str(epoch)] = {k: float(v) for k, v in (logs or {}).items()}
+            self.run.write_state()
+
+    return EpochLogs
