@@ -17,7 +17,8 @@ training set, and its seeds change only the training seed):
 - ``tltf_advised``: ``fine_tune`` with its defaults and `tltf.recommend`'s
   choice for the subset (freeze, BN, rates, unfreezing); where it advises
   ``freeze="all"`` the arm *is* ``tltf_frozen`` and is not run again;
-- ``tltf_top2`` (``--arms``): the README's ``freeze="top:2"`` with defaults.
+- ``tltf_top2`` (``--arms``): the README's ``freeze="top:2"`` with defaults;
+- ``tltf_top2_aug`` (``--arms``, images): the same with ``augment="light"``.
 
 None of tltf's arms gets validation data: ``fine_tune`` holds out its own
 slice, as it does for a user who gives none. Frozen arms are scored by their
