@@ -104,7 +104,7 @@ def build(
             raise
         raise SpecError(
             f"task={task!r} needs a backbone that takes {needs}; {backbone!r} does not "
-            f"(`tltf backbones` lists the sources and what they take)."
+            "(docs/finetuning.md says which backbones each task takes)."
         ) from None
 
     bn = _bn_policy(bb, bn)
