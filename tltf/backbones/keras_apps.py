@@ -24,6 +24,7 @@ from typing import Any
 from tltf.backbone import Backbone
 from tltf.backbones import register_source
 from tltf.backbones.fetch import check_sha256, download_failed
+from tltf.backbones.grouping import fill, grouped
 from tltf.errors import SpecError
 
 Rule = tuple[str, Callable[[re.Match], str]]
@@ -287,37 +288,15 @@ def layer_groups(model: Any, family: Family) -> dict[str, list[str]]:
     layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
     names = [layer.name for layer in layers]
     stem_end = _first_branch(layers) if family.stem_until_branch else -1
-    groups: dict[str, list[str]] = {}
-    for name, group in zip(names, assign_groups(names, family, stem_end), strict=True):
-        groups.setdefault(group, []).append(name)
-    return groups
+    return grouped(names, assign_groups(names, family, stem_end))
 
 
 def assign_groups(names: list[str], family: Family, stem_end: int = -1) -> list[str]:
     """The group of each of the layer `names` (in model order); ``names[:stem_end + 1]``
     are the stem."""
     assigned: list[str | None] = [_match(name, family.rules) for name in names]
-    for i in range(stem_end + 1):
-        assigned[i] = "stem"
-    forwards = list(range(len(names)))
-    first, second = (
-        (forwards[::-1], forwards) if family.inherit == "next" else (forwards, forwards[::-1])
-    )
-    for order in (first, second):  # the second pass fills the edge the first could not
-        carry = None
-        for i in order:
-            if assigned[i] is None:
-                assigned[i] = carry
-            else:
-                carry = assigned[i]
-    # Keep groups contiguous in layer order: a layer scheduled before the end of an
-    # earlier group joins that group (NASNet computes cell 0's input adjustment
-    # while the stem is still running).
-    rank = {g: i for i, g in enumerate(dict.fromkeys(assigned))}
-    for i in range(len(assigned) - 2, -1, -1):
-        if rank[assigned[i]] > rank[assigned[i + 1]]:
-            assigned[i] = assigned[i + 1]
-    return assigned
+    assigned[: stem_end + 1] = ["stem"] * (stem_end + 1)
+    return fill(assigned, inherit=family.inherit)
 
 
 def detect_family(names: list[str]) -> tuple[str, Family] | None:

@@ -30,6 +30,7 @@ from tltf.backbones.fetch import (
     find_weights_file,
     is_download_error,
 )
+from tltf.backbones.grouping import fill, grouped
 from tltf.errors import SpecError
 
 _LAYER_RE = re.compile(r"(?:^|_)layers?_(\d+)$")
@@ -40,19 +41,9 @@ FEATURES = ("pooled", "words")
 
 def text_groups(model: Any) -> dict[str, list[str]]:
     """``embeddings``, ``layer_0``..``layer_N``, ``pooler``: from the blocks' stable names."""
-    groups: dict[str, list[str]] = {}
-    seen_block = False
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        match = _LAYER_RE.search(layer.name)
-        if match:
-            seen_block = True
-            group = f"layer_{int(match[1])}"
-        else:
-            group = "pooler" if seen_block else "embeddings"
-        groups.setdefault(group, []).append(layer.name)
-    return groups
+    names = [layer.name for layer in model.layers if layer.weights]
+    blocks = [(m := _LAYER_RE.search(name)) and f"layer_{int(m[1])}" for name in names]
+    return grouped(names, fill(blocks, before="embeddings", after="pooler"))
 
 
 @register_source("hf", modality="text")
@@ -205,14 +196,9 @@ def image_groups(model: Any) -> dict[str, list[str]]:
     numbers = sorted({int(m[1]) for lyr in layers if (m := _STAGE_RE.match(lyr.name))})
     if len(numbers) < 2:
         return layer_groups(model)
-    groups: dict[str, list[str]] = {}
-    current = "stem"
-    for layer in layers:
-        match = _STAGE_RE.match(layer.name)
-        if match:
-            current = f"stage{numbers.index(int(match[1])) + 1}"
-        groups.setdefault(current, []).append(layer.name)
-    return groups
+    names = [layer.name for layer in layers]
+    stages = [(m := _STAGE_RE.match(n)) and f"stage{numbers.index(int(m[1])) + 1}" for n in names]
+    return grouped(names, fill(stages, before="stem"))
 
 
 def _download_failed(spec: str, preset: str, exc: BaseException) -> Exception:

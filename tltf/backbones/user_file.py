@@ -39,6 +39,7 @@ from typing import Any
 from tltf.backbone import Backbone
 from tltf.backbones import keras_apps, register_source, tf_hub
 from tltf.backbones.fetch import check_sha256
+from tltf.backbones.grouping import fill, grouped
 from tltf.errors import SpecError
 from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info, preprocessing_layers
 
@@ -254,19 +255,9 @@ def layer_groups(model: Any) -> dict[str, list[str]]:
     family = keras_apps.detect_family([lyr.name for lyr in layers if lyr.weights])
     if family:
         return keras_apps.layer_groups(model, family[1])
-    groups: dict[str, list[str]] = {}
-    pending: list[str] = []  # weightless layers before the first weighted one
-    current = None
-    for layer in layers:
-        if layer.weights:
-            current = layer.name
-            groups[current] = pending + [layer.name]
-            pending = []
-        elif current is None:
-            pending.append(layer.name)
-        else:
-            groups[current].append(layer.name)
-    return groups
+    names = [layer.name for layer in layers]
+    own = [layer.name if layer.weights else None for layer in layers]  # weightless join one
+    return grouped(names, fill(own))
 
 
 def _groups_by_layer_name(layer: Any) -> dict[str, list[str]]:
