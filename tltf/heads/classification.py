@@ -1,0 +1,154 @@
+"""Classification heads: one label (`classification`, `text_pair`) or several (`multilabel`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from tltf.errors import DataError, SpecError
+from tltf.heads.base import Task, _hidden, _label_indices
+
+
+class Classification(Task):
+    """Single-label classification: logits in the model, softmax probabilities when served.
+
+    Example:
+        >>> model = tltf.build(spec, task="classification", class_names=["cat", "dog"])
+    """
+
+    name = "classification"
+
+    def build(self, features: Any, class_names: list[str], opts: dict) -> Any:
+        x = _hidden(features, opts)
+        return keras.layers.Dense(len(class_names), dtype="float32", name="logits")(x)
+
+    def loss(self, meta: dict) -> Any:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def metrics(self, meta: dict) -> list:
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def serve(self, model: Any, inputs: Any, meta: dict) -> dict:
+        """``scores``, ``label``, ``top_k_labels``, ``top_k_scores``.
+
+        Example:
+            >>> task, meta = get_task("classification"), tltf.info(model)
+            >>> task.serve(model, tf.constant(["level up"]), meta)["label"].numpy()
+            array([b'games'], dtype=object)
+        """
+        import tensorflow as tf
+
+        class_names = list(meta["class_names"])
+        scores = tf.nn.softmax(tf.cast(model(inputs, training=False), tf.float32), axis=-1)
+        names = tf.constant(class_names)
+        top = tf.math.top_k(scores, k=min(5, len(class_names)))
+        return {
+            "scores": scores,
+            "label": tf.gather(names, tf.argmax(scores, axis=-1)),
+            "top_k_labels": tf.gather(names, top.indices),
+            "top_k_scores": top.values,
+        }
+
+
+class TextPair(Classification):
+    """Sentence-pair classification (entailment, duplicates): both texts go through the
+    backbone's pair input (``[CLS] a [SEP] b [SEP]`` with segment ids). Inputs are
+    ``(texts, second_texts)``; the export takes ``text`` and ``text_pair``.
+
+    Example:
+        >>> model = tltf.build(spec, task="text_pair", class_names=["different", "same"])
+        >>> tltf.fine_tune(model, ((questions, other_questions), labels))
+    """
+
+    name = "text_pair"
+    text_inputs = ("text", "text_pair")
+
+
+class Multilabel(Task):
+    """Independent labels: one sigmoid per label; served with a decision threshold.
+
+    ``head={"threshold": 0.5}`` (one number, or one per label) is stored in the
+    model; change it after training with ``tltf.info(model)["head"]["threshold"] = t``.
+
+    Example:
+        >>> model = tltf.build(spec, task="multilabel", class_names=["sky", "tree", "water"],
+        ...                    head={"threshold": 0.4})
+    """
+
+    name = "multilabel"
+    options = {"threshold": 0.5}
+    data_hints = ("multi_label",)
+    min_names = 1
+
+    def build(self, features: Any, class_names: list[str], opts: dict) -> Any:
+        _thresholds(opts["threshold"], class_names)
+        x = _hidden(features, opts)
+        return keras.layers.Dense(len(class_names), dtype="float32", name="logits")(x)
+
+    def loss(self, meta: dict) -> Any:
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def metrics(self, meta: dict) -> list:
+        t = float(np.mean(_thresholds(meta["head"]["threshold"], meta["class_names"])))
+        return [
+            keras.metrics.BinaryAccuracy(name="accuracy", threshold=math.log(t / (1 - t))),
+            keras.metrics.AUC(name="auc", multi_label=True, from_logits=True),
+        ]
+
+    def targets(self, y: Any, meta: dict) -> np.ndarray:
+        """A numeric 2-D 0/1 array ``[N, C]`` (multi-hot), or per example a list of labels.
+
+        Example:
+            >>> get_task("multilabel").targets([["b"], [], ["a", "b"]], {"class_names": ["a", "b"]})
+            array([[0., 1.],
+                   [0., 0.],
+                   [1., 1.]], dtype=float32)
+        """
+        names = meta["class_names"]
+        if isinstance(y, np.ndarray) and y.ndim == 2 and y.dtype.kind in "biuf":
+            if y.shape[1] != len(names) or not np.isin(y, (0, 1)).all():
+                raise DataError(
+                    f"multilabel targets of shape {y.shape}: need 0/1 values of shape "
+                    f"[N, {len(names)}] for labels {names}."
+                )
+            return y.astype("float32")
+        out = np.zeros((len(y), len(names)), dtype="float32")
+        for i, labels in enumerate(y):
+            labels = [labels] if isinstance(labels, (str, int, np.integer)) else list(labels)
+            if labels:
+                out[i, _label_indices(labels, names, what=f"Example {i}: label")] = 1.0
+        return out
+
+    def serve(self, model: Any, inputs: Any, meta: dict) -> dict:
+        """``scores`` ``[B, C]``; ``predicted`` 0/1 per label; ``labels``: the names at or
+        above the threshold, highest score first, then "" (``[B, C]``).
+
+        Example:
+            >>> out = get_task("multilabel").serve(model, images, tltf.info(model))
+            >>> out["labels"].numpy()[0]
+            array([b'sky', b'tree', b''], dtype=object)
+        """
+        import tensorflow as tf
+
+        names = list(meta["class_names"])
+        scores = tf.sigmoid(tf.cast(model(inputs, training=False), tf.float32))
+        threshold = tf.constant(_thresholds(meta["head"]["threshold"], names), tf.float32)
+        predicted = scores >= threshold
+        order = tf.argsort(tf.where(predicted, scores, -1.0), axis=-1, direction="DESCENDING")
+        labels = tf.where(
+            tf.gather(predicted, order, batch_dims=1), tf.gather(tf.constant(names), order), ""
+        )
+        return {"scores": scores, "predicted": tf.cast(predicted, tf.int32), "labels": labels}
+
+
+def _thresholds(threshold: Any, class_names: list[str]) -> list[float]:
+    values = [threshold] * len(class_names) if np.isscalar(threshold) else list(threshold)
+    if len(values) != len(class_names) or not all(0 < float(t) < 1 for t in values):
+        raise SpecError(
+            f"threshold={threshold!r}: give one number in (0, 1), or one per label "
+            f"({len(class_names)})."
+        )
+    return [float(t) for t in values]
