@@ -8,6 +8,7 @@ longer run. Paths may be local or, for files, any `tf.io.gfile` URL (``gs://``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -41,9 +42,10 @@ def remove_stale(folder: str) -> None:
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
             else:
-                os.remove(path)
-        except (ValueError, IndexError, PermissionError, OSError):
-            continue  # not ours, or alive under another user
+                with contextlib.suppress(FileNotFoundError):  # another writer removed it
+                    os.remove(path)
+        except (ValueError, IndexError, PermissionError):
+            continue  # not a pid of ours, or alive under another user
 
 
 def write_atomically(path: str, payload: bytes | str) -> None:

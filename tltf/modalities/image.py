@@ -56,15 +56,7 @@ class Image(Modality):
         return is_image_file(path)
 
     def load_files(self, paths: Sequence[str], *, strict: bool, max_pixels: int) -> Loaded:
-        keep, pillow, transparent, skipped = scan_images(
-            paths, max_pixels=max_pixels, strict=strict
-        )
-        return Loaded(
-            [paths[i] for i in keep],
-            np.asarray(keep, dtype=np.int64),
-            skipped,
-            {"decode_with_pillow": pillow, "transparent": transparent},
-        )
+        return _scanned(paths, scan_images(paths, max_pixels=max_pixels, strict=strict))
 
     def load_cells(self, cells, where, column, folder, *, strict, max_pixels) -> Loaded:
         """A column of image paths, relative to the CSV/JSONL file's folder."""
@@ -72,15 +64,8 @@ class Image(Modality):
         return self.load_files(files, strict=strict, max_pixels=max_pixels)
 
     def load_records(self, items, names, *, strict, max_pixels) -> Loaded:
-        keep, pillow, transparent, skipped = scan_images(
-            names, max_pixels=max_pixels, strict=strict, contents=items
-        )
-        return Loaded(
-            [items[i] for i in keep],
-            np.asarray(keep, dtype=np.int64),
-            skipped,
-            {"decode_with_pillow": pillow, "transparent": transparent},
-        )
+        scan = scan_images(names, max_pixels=max_pixels, strict=strict, contents=items)
+        return _scanned(items, scan)
 
     def from_array(self, xs: np.ndarray, source: str) -> Any:
         if xs.dtype.kind not in "iuf" or xs.ndim not in (3, 4):
@@ -219,6 +204,17 @@ class Image(Modality):
         if cfg.get("weights"):
             options["weights"] = None if cfg["weights"] == "random" else cfg["weights"]
         return options
+
+
+def _scanned(items: Sequence, scan: tuple) -> Loaded:
+    """`Loaded` from `scan_images`' ``(kept, needs Pillow, transparent, skipped)``."""
+    keep, pillow, transparent, skipped = scan
+    return Loaded(
+        [items[i] for i in keep],
+        np.asarray(keep, dtype=np.int64),
+        skipped,
+        {"decode_with_pillow": pillow, "transparent": transparent},
+    )
 
 
 def image_size(meta: dict) -> tuple[int, int]:
