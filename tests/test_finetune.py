@@ -76,12 +76,11 @@ def _one_step(model, optimizer, skip: str = "") -> dict[str, list[np.ndarray]]:
 
 
 def test_sgd_step_moves_each_group_in_proportion_to_its_multiplier(still_model):
-    meta = tltf.info(still_model)
-    meta["lr_decay"] = None
+    meta = tltf.set_lr_decay(still_model, None)
     reference = _one_step(still_model, keras.optimizers.SGD(1.0))
     try:
         for lr_decay in (0.5, {"embeddings": 0.0, "layer_0": 2.0, "head": 0.3}):
-            meta["lr_decay"] = lr_decay
+            tltf.set_lr_decay(still_model, lr_decay)
             rates = group_multipliers(lr_decay, list(meta["groups"]))
             scaled = _one_step(still_model, keras.optimizers.SGD(1.0))
             for group, deltas in scaled.items():
@@ -94,18 +93,17 @@ def test_sgd_step_moves_each_group_in_proportion_to_its_multiplier(still_model):
             "multiplier 0 freezes a group"
         )
     finally:
-        meta["lr_decay"] = None
+        tltf.set_lr_decay(still_model, None)
 
 
 def test_adam_step_sizes_follow_the_group_rates(still_model):
-    meta = tltf.info(still_model)
-    meta["lr_decay"] = 0.5
+    meta = tltf.set_lr_decay(still_model, 0.5)
     try:
         # Not the embedding tables: Keras' Adam squares their sparse gradients before summing
         # repeated ids, so a repeated token or segment id steps further than the rate.
         deltas = _one_step(still_model, keras.optimizers.Adam(1e-3), skip="_embedding/")
     finally:
-        meta["lr_decay"] = None
+        tltf.set_lr_decay(still_model, None)
     rates = group_multipliers(0.5, list(meta["groups"]))
     # Adam's first step is lr * g / (|g| + eps'): about the group's rate for every weight.
     sizes = {g: max(float(np.abs(d).max()) for d in ds) for g, ds in deltas.items()}
@@ -142,7 +140,7 @@ MIRRORED = textwrap.dedent(
     for lr_decay in (None, decay):
         for w in model.weights:
             w.assign(start[id(w)])
-        tltf.info(model)["lr_decay"] = lr_decay
+        tltf.set_lr_decay(model, lr_decay)
         with strategy.scope():
             tltf.compile_model(model, optimizer=keras.optimizers.SGD(0.1))
         model.fit(data, epochs=1, verbose=0)
@@ -218,12 +216,12 @@ def test_set_freeze_recompiles_with_the_same_optimizer_loss_and_metrics(still_mo
 
 def test_describe_shows_groups_params_trainable_state_and_rates(still_model):
     tltf.set_freeze(still_model, "top:1")
-    tltf.info(still_model)["lr_decay"] = 0.5
+    tltf.set_lr_decay(still_model, 0.5)
     try:
         lines = []
         text = tltf.describe(still_model, print_fn=lines.append)
     finally:
-        tltf.info(still_model)["lr_decay"] = None
+        tltf.set_lr_decay(still_model, None)
         tltf.set_freeze(still_model, "none")
     assert lines == [text]
     rows = {line.split()[0]: line.split() for line in text.splitlines()[2:]}

@@ -95,7 +95,8 @@ def test_multilabel_targets_training_and_serving(tiny_bert_dir):
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert {"accuracy", "auc"} <= set(history.history)
 
-    meta["head"]["threshold"] = [0.3, 0.5, 0.99]  # one per label
+    assert tltf.set_threshold(model, [0.3, 0.5, 0.99]) == [0.3, 0.5, 0.99]  # one per label
+    meta = tltf.info(model)
     out = {k: v.numpy() for k, v in task.serve(model, tf.constant(TEXTS), meta).items()}
     scores = out["scores"]
     np.testing.assert_allclose(scores, tf.sigmoid(model(tf.constant(TEXTS))).numpy(), atol=1e-6)

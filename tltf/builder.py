@@ -7,6 +7,7 @@ from typing import Any
 from tltf import recipe
 from tltf.backbone import Backbone
 from tltf.backbones import load_backbone
+from tltf.card import ModelCard
 from tltf.compiling import compile_model
 from tltf.distribute import builds_in_scope
 from tltf.errors import SpecError
@@ -129,27 +130,27 @@ def build(
     x = bb.preprocessor(x)
     bb.model.name = BACKBONE_LAYER
     features = bb.model(x)
-    meta = {
-        "task": task,
-        "class_names": class_names,
-        "backbone": bb.spec,
-        "modality": bb.modality,
-        "input_spec": input_spec,
-        "groups": bb.groups,
-        "fingerprint": bb.fingerprint,
-        "head": opts,
-        "default_lr": bb.default_lr if bb.pretrained else recipe.SCRATCH_LR,
-        "pretrained": bb.pretrained,
-        "freeze": freeze,
-        "bn": bn,
-        "precision": precision,
-        "jit_compile": jit_compile,
-        "lr_decay": check_lr_decay(lr_decay, list(bb.groups)),
-        "augment": augment,
-    }
+    card = ModelCard(
+        task=task,
+        class_names=class_names,
+        backbone=bb.spec,
+        modality=bb.modality,
+        input_spec=input_spec,
+        groups=bb.groups,
+        fingerprint=bb.fingerprint,
+        head=opts,
+        default_lr=bb.default_lr if bb.pretrained else recipe.SCRATCH_LR,
+        pretrained=bb.pretrained,
+        freeze=freeze,
+        bn=bn,
+        precision=precision,
+        jit_compile=jit_compile,
+        lr_decay=check_lr_decay(lr_decay, list(bb.groups)),
+        augment=augment,
+    )
     from tltf.layers import TltfInfo
 
-    features = TltfInfo(meta, name=INFO_LAYER)(features)
+    features = TltfInfo(card, name=INFO_LAYER)(features)
     outputs = task_obj.build(features, class_names, opts)
     model = keras.Model(inputs, outputs, name=f"tltf_{task}")
     set_freeze(model, freeze, bn)

@@ -20,7 +20,7 @@ from typing import Any
 from tltf.backbone import group_members
 from tltf.compiling import compile_model
 from tltf.errors import SpecError
-from tltf.metadata import backbone_model, info
+from tltf.metadata import backbone_model, info, update_info
 
 BN_POLICIES = ("frozen", "train")  # "auto" (tltf.build): frozen for pretrained weights
 
@@ -71,7 +71,7 @@ def set_freeze(model: Any, freeze: str | list[str], bn: str | None = None) -> li
     import keras
 
     meta = info(model)
-    bn = bn or meta.get("bn", "frozen")
+    bn = bn or meta.bn
     if bn not in BN_POLICIES:
         raise SpecError(f"bn={bn!r}; use one of {BN_POLICIES}.")
     backbone = backbone_model(model)
@@ -90,8 +90,7 @@ def set_freeze(model: Any, freeze: str | list[str], bn: str | None = None) -> li
             _set_trainable(layer, False)
         if getattr(layer, "follows_bn_policy", False):  # a whole network in one layer
             layer.bn = bn
-    meta["freeze"] = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
-    meta["bn"] = bn
+    update_info(model, freeze=freeze, bn=bn)
     if getattr(model, "compiled", False) and model.optimizer is not None:
         with model.distribute_strategy.scope():  # optimizers belong to the model's strategy
             optimizer = type(model.optimizer).from_config(model.optimizer.get_config())

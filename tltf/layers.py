@@ -6,11 +6,12 @@ loads again with `keras.models.load_model` once `tltf` is imported.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import keras
 import tensorflow as tf
+
+from tltf.card import ModelCard
 
 # Per-channel constants of `keras.applications.imagenet_utils.preprocess_input`.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -131,19 +132,20 @@ class TextPreprocessor(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tltf")
 class TltfInfo(keras.layers.Layer):
-    """Identity layer that carries a tltf model's metadata through `.keras` save/load.
+    """Identity layer that carries a tltf model's card through `.keras` save/load.
 
-    The metadata (task, class names, backbone spec, layer groups, freeze policy,
-    fingerprint, input spec) is plain JSON, read back with `tltf.info(model)`.
+    The card (`tltf.card.ModelCard`: task, class names, backbone spec, layer groups,
+    freeze policy, fingerprint, input spec) is saved as JSON in the layer's config
+    and read with `tltf.info(model)`; `tltf.metadata.update_info` replaces it.
 
     Example:
-        >>> model.get_layer("tltf_info").info["task"]      # what tltf.info(model) reads
+        >>> model.get_layer("tltf_info").card.task      # what tltf.info(model) reads
         'classification'
     """
 
-    def __init__(self, info: dict | str | None = None, **kwargs: Any) -> None:
+    def __init__(self, info: ModelCard | dict | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.info = json.loads(info) if isinstance(info, str) else dict(info or {})
+        self.card = info if isinstance(info, ModelCard) else ModelCard.from_dict(info or {})
         self.supports_masking = True  # per-word features carry a mask (tltf.words)
 
     def call(self, inputs):
@@ -153,7 +155,7 @@ class TltfInfo(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "info": json.dumps(self.info)}
+        return {**super().get_config(), "info": self.card.to_json()}
 
 
 def load_saved_model(handle: str) -> Any:

@@ -1,33 +1,57 @@
-"""Reading what tltf stores inside the models it builds: the metadata and the model's parts
-(preprocessing, backbone, head)."""
+"""Reading what tltf stores inside the models it builds: the model card (`tltf.card`), and
+the model's parts (preprocessing, backbone, head)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from tltf.card import ModelCard
 from tltf.errors import SpecError
 
 INFO_LAYER = "tltf_info"
 BACKBONE_LAYER = "backbone"
 
 
-def info(model: Any) -> dict:
-    """The model's tltf metadata: task, class names, backbone spec, groups, freeze policy.
+def info(model: Any) -> ModelCard:
+    """The model's card: task, class names, backbone spec, groups, freeze policy (`ModelCard`).
 
     Example:
-        >>> tltf.info(model)["class_names"]
+        >>> tltf.info(model).class_names
+        ('games', 'math', ...)
+        >>> tltf.info(model)["class_names"]       # the JSON form, as a dict reads
         ['games', 'math', ...]
 
-    The dict is live: tltf updates it when the freeze policy changes, and it is
-    saved with the model in `.keras` files.
+    The card is read-only and saved with the model in `.keras` files; the
+    functions that own a field change it (`update_info`).
     """
+    return _info_layer(model).card
+
+
+def update_info(model: Any, **changes: Any) -> ModelCard:
+    """Replaces the model's card with one that has `changes`; the one writer of the card.
+
+    Example:
+        >>> tltf.metadata.update_info(model, freeze="top:2", bn="frozen")
+
+    Prefer the function that owns a field, which checks the value and applies it:
+    `tltf.set_freeze`, `tltf.set_lr_decay`, `tltf.set_threshold`, `tltf.adapt_targets`.
+    """
+    layer = _info_layer(model)
+    layer.card = layer.card.replace(**changes)
+    return layer.card
+
+
+def _info_layer(model: Any) -> Any:
     try:
-        return model.get_layer(INFO_LAYER).info
+        layer = model.get_layer(INFO_LAYER)
     except (ValueError, AttributeError):
+        layer = None
+    if not isinstance(getattr(layer, "card", None), ModelCard):
         raise SpecError(
             f"{getattr(model, 'name', model)!r} was not built by tltf.build (it has no "
             f"'{INFO_LAYER}' layer); build it with tltf.build(spec, task=...)."
-        ) from None
+        )
+    return layer
 
 
 def backbone_model(model: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 from tltf.backbone import group_members, member_weights
 from tltf.errors import SpecError
-from tltf.metadata import backbone_model, info
+from tltf.metadata import backbone_model, info, update_info
 
 HEAD = "head"
 
@@ -67,6 +67,20 @@ def check_lr_decay(lr_decay: float | dict | None, groups: list[str]) -> float | 
     return dict(lr_decay) if isinstance(lr_decay, dict) else lr_decay
 
 
+def set_lr_decay(model: Any, lr_decay: float | dict | None) -> Any:
+    """Sets a tltf model's per-group learning rates (`group_multipliers`); returns its card.
+
+    Example:
+        >>> tltf.set_lr_decay(model, 0.5)          # each group down gets half the rate above
+        >>> tltf.set_lr_decay(model, None)         # one rate for all
+
+    They take effect when the model is next compiled (`tltf.fine_tune` compiles
+    each phase; else `tltf.compile_model`), and are saved with the model.
+    """
+    meta = info(model)
+    return update_info(model, lr_decay=check_lr_decay(lr_decay, list(meta.groups)))
+
+
 def group_variables(model: Any) -> dict[str, list]:
     """``{group: [variables]}`` of a tltf model's backbone, input side first.
 
@@ -82,15 +96,15 @@ def apply_group_rates(optimizer: Any, model: Any) -> Any:
     """Makes `optimizer` train each group of `model` at its multiple of the rate.
 
     Example:
-        >>> tltf.info(model)["lr_decay"] = 0.5
+        >>> tltf.set_lr_decay(model, 0.5)
         >>> opt = apply_group_rates(keras.optimizers.SGD(0.1), model)
         >>> model.compile(optimizer=opt, ...)     # tltf.compile_model does both
 
-    The multipliers come from ``tltf.info(model)["lr_decay"]``. Applying again
+    The multipliers come from ``tltf.info(model).lr_decay``. Applying again
     replaces the previous multipliers. Returns `optimizer`.
     """
     meta = info(model)
-    rates = group_multipliers(meta.get("lr_decay"), list(meta["groups"]))
+    rates = group_multipliers(meta.lr_decay, list(meta.groups))
     target = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
     if "update_step" in vars(target):
         del target.update_step  # multipliers of an earlier call

@@ -26,7 +26,7 @@ from tltf.feature_cache import fit_head, num_examples, subset, why_not_cached
 from tltf.freezing import set_freeze, trainable_groups
 from tltf.heads import adapt_targets
 from tltf.metadata import info
-from tltf.rates import check_lr_decay
+from tltf.rates import set_lr_decay
 from tltf.runs import Run
 
 UNFREEZE = ("at_once", "gradual")
@@ -122,7 +122,7 @@ def fine_tune(
     if unfreeze not in UNFREEZE:
         raise SpecError(f"unfreeze={unfreeze!r}; use one of {UNFREEZE}.")
     if lr_decay is not None:
-        meta["lr_decay"] = check_lr_decay(lr_decay, list(meta["groups"]))
+        meta = set_lr_decay(model, lr_decay)
     whole, held = train, None  # the head trains on all of `whole`; phase 2 stops on `held`
     if validation_data is None and policy != "all" and epochs is None:
         held = hold_out(train, seed=seed, verbose=verbose != 0)
@@ -136,7 +136,7 @@ def fine_tune(
                 "for other data pass a dict {class index: weight}."
             )
         fit_kwargs["class_weight"] = train.with_class_names(meta["class_names"]).class_weight()
-    if meta["task"] == "regression" and "target_stats" not in meta:
+    if meta.task == "regression" and meta.target_stats is None:
         adapt_targets(model, _targets(train, model))
     train_ds = shard(to_tf_dataset(train, model, batch_size, training=True, seed=seed), strategy)
     preflight(train_ds, strategy)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from tltf.errors import SpecError
 from tltf.heads.base import BASE_HEAD, HEAD_KEYS, IGNORE, Task
-from tltf.heads.classification import Classification, Multilabel, TextPair
+from tltf.heads.classification import Classification, Multilabel, TextPair, set_threshold
 from tltf.heads.embedding import Embedding, NeighbourAccuracy, SupervisedContrastiveLoss
 from tltf.heads.regression import Regression, TargetScale, adapt_targets
 from tltf.heads.tokens import TokenAccuracy, TokenClassification
@@ -48,6 +48,7 @@ __all__ = [
     "TokenClassification",
     "adapt_targets",
     "get_task",
+    "set_threshold",
     "head_options",
 ]
 

@@ -71,7 +71,7 @@ class Multilabel(Task):
     """Independent labels: one sigmoid per label; served with a decision threshold.
 
     ``head={"threshold": 0.5}`` (one number, or one per label) is stored in the
-    model; change it after training with ``tltf.info(model)["head"]["threshold"] = t``.
+    model; change it after training with ``tltf.set_threshold(model, t)``.
 
     Example:
         >>> model = tltf.build(spec, task="multilabel", class_names=["sky", "tree", "water"],
@@ -142,6 +142,27 @@ class Multilabel(Task):
             tf.gather(predicted, order, batch_dims=1), tf.gather(tf.constant(names), order), ""
         )
         return {"scores": scores, "predicted": tf.cast(predicted, tf.int32), "labels": labels}
+
+
+def set_threshold(model: Any, threshold: float | list[float]) -> list[float]:
+    """Sets a multilabel model's decision threshold: one number in (0, 1), or one per label.
+
+    Example:
+        >>> tltf.set_threshold(model, [0.3, 0.5, 0.9])     # sky, tree, water
+        [0.3, 0.5, 0.9]
+
+    The served ``predicted`` and ``labels`` of exports made afterwards use it;
+    returns the threshold per label.
+    """
+    from tltf.metadata import info, update_info
+
+    meta = info(model)
+    if meta.task != Multilabel.name:
+        raise SpecError(f"set_threshold is for multilabel models; this one is {meta.task}.")
+    values = _thresholds(threshold, list(meta.class_names))
+    keep = threshold if np.isscalar(threshold) else values
+    update_info(model, head={**meta.head, "threshold": float(keep) if np.isscalar(keep) else keep})
+    return values
 
 
 def _thresholds(threshold: Any, class_names: list[str]) -> list[float]:

@@ -107,10 +107,10 @@ def adapt_targets(model: Any, targets: Any) -> dict | None:
         >>> tltf.heads.adapt_targets(model, train.targets)
         {'mean': [3.9], 'std': [0.8]}
 
-    Returns the statistics (also in ``tltf.info(model)["target_stats"]``), or None
+    Returns the statistics (also in ``tltf.info(model).target_stats``), or None
     when the model does not normalize its targets.
     """
-    from tltf.metadata import info
+    from tltf.metadata import info, update_info
 
     meta = info(model)
     if meta["task"] != "regression" or not meta["head"].get("normalize"):
@@ -121,5 +121,5 @@ def adapt_targets(model: Any, targets: Any) -> dict | None:
     layer = model.get_layer("target_scale")
     layer.mean.assign(np.asarray(stats["mean"], "float32"))
     layer.std.assign(np.asarray(stats["std"], "float32"))
-    meta["target_stats"] = stats
+    update_info(model, target_stats=stats)
     return stats
