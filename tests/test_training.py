@@ -26,7 +26,7 @@ def _changed(before, after):
     }
 
 
-def test_text_fine_tune_moves_only_the_policy_groups(tiny_bert_dir, tiny_text_data):
+def test_text_fine_tune_moves_only_the_policy_groups(tiny_bert_dir, tiny_text_data, monkeypatch):
     texts, labels = tiny_text_data
     model = tltf.build(
         f"keras_hub:{tiny_bert_dir}",
@@ -36,6 +36,14 @@ def test_text_fine_tune_moves_only_the_policy_groups(tiny_bert_dir, tiny_text_da
     )
     head_before = model.get_layer("logits").kernel.numpy().copy()
     before = _snapshot(model)
+    compiles = []
+    compile = type(model).compile
+
+    def counting(self, *args, **kwargs):
+        compiles.extend([tltf.info(self).freeze] if self is model else [])
+        return compile(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "compile", counting)
     history = tltf.fine_tune(
         model,
         (texts, labels),
@@ -52,6 +60,7 @@ def test_text_fine_tune_moves_only_the_policy_groups(tiny_bert_dir, tiny_text_da
     assert history.epoch == [0, 1, 2]
     assert len(history.history["loss"]) == 3 and len(history.history["val_accuracy"]) == 3
     assert tltf.info(model)["freeze"] == "top:1"
+    assert compiles == ["all", "top:1"], "each phase compiles once, applying a plan never"
 
 
 def test_freeze_epochs_only_train_the_head(tiny_bert_dir, tiny_text_data):

@@ -15,6 +15,7 @@ by one, and a TF-Hub module follows the BatchNorm policy through the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tltf.backbone import group_members
@@ -57,26 +58,50 @@ def trainable_groups(freeze: str | list[str], groups: list[str]) -> list[str]:
     )
 
 
-def set_freeze(model: Any, freeze: str | list[str], bn: str | None = None) -> list[str]:
-    """Sets which backbone groups of a tltf model train; returns the trainable groups.
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """What trains in a phase: the freeze policy and the BatchNorm policy.
+
+    `fine_tune` makes one per phase (`plan`) and applies it (`apply_plan`)
+    before compiling that phase once; applying a plan never compiles.
 
     Example:
-        >>> tltf.set_freeze(model, "top:2")
-        ['layer_4', 'layer_5']
-
-    The head always trains. A compiled model is compiled again (Keras fixes the
-    trainable weights at compile time): same optimizer type and settings, with
-    fresh optimizer state, same loss and metrics.
+        >>> plan(model, "top:2")
+        TrainingPlan(freeze='top:2', bn='frozen')
     """
-    import keras
 
+    freeze: Any
+    bn: str
+
+    def groups(self, groups: list[str]) -> list[str]:
+        """The groups that train under this plan (`trainable_groups`)."""
+        return trainable_groups(self.freeze, groups)
+
+
+def plan(model: Any, freeze: str | list[str], bn: str | None = None) -> TrainingPlan:
+    """A checked `TrainingPlan` for `model`; `bn` defaults to the model's BN policy."""
     meta = info(model)
     bn = bn or meta.bn
     if bn not in BN_POLICIES:
         raise SpecError(f"bn={bn!r}; use one of {BN_POLICIES}.")
+    freeze = tuple(freeze) if isinstance(freeze, (list, tuple)) else freeze
+    trainable_groups(freeze, list(meta.groups))
+    return TrainingPlan(freeze, bn)
+
+
+def apply_plan(model: Any, training_plan: TrainingPlan) -> list[str]:
+    """Sets the trainable flags of `model` to `training_plan` and records it in the card.
+
+    It does not compile: Keras fixes the trainable weights at compile time, so
+    compile after applying (`fine_tune` does, once per phase). Returns the
+    trainable groups.
+    """
+    import keras
+
+    freeze, bn = training_plan.freeze, training_plan.bn
     backbone = backbone_model(model)
-    groups = group_members(backbone, meta["groups"])
-    train = set(trainable_groups(freeze, list(groups)))
+    groups = group_members(backbone, info(model).groups)
+    train = set(training_plan.groups(list(groups)))
     _set_trainable(backbone, True)  # recurses into sublayers and their variables
     for group, members in groups.items():
         for member in members:
@@ -91,11 +116,26 @@ def set_freeze(model: Any, freeze: str | list[str], bn: str | None = None) -> li
         if getattr(layer, "follows_bn_policy", False):  # a whole network in one layer
             layer.bn = bn
     update_info(model, freeze=freeze, bn=bn)
+    return [g for g in groups if g in train]
+
+
+def set_freeze(model: Any, freeze: str | list[str], bn: str | None = None) -> list[str]:
+    """Sets which backbone groups of a tltf model train; returns the trainable groups.
+
+    Example:
+        >>> tltf.set_freeze(model, "top:2")
+        ['layer_4', 'layer_5']
+
+    The head always trains. A compiled model is compiled again (Keras fixes the
+    trainable weights at compile time): same optimizer type and settings, with
+    fresh optimizer state, same loss and metrics.
+    """
+    opened = apply_plan(model, plan(model, freeze, bn))
     if getattr(model, "compiled", False) and model.optimizer is not None:
         with model.distribute_strategy.scope():  # optimizers belong to the model's strategy
             optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
         compile_model(model, optimizer=optimizer)
-    return [g for g in groups if g in train]
+    return opened
 
 
 def _set_trainable(layer: Any, value: bool) -> None:

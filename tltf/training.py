@@ -23,7 +23,7 @@ from tltf.compiling import compile_model
 from tltf.distribute import global_batch_size, preflight, shard
 from tltf.errors import DataError, SpecError
 from tltf.feature_cache import fit_head, num_examples, subset, why_not_cached
-from tltf.freezing import set_freeze, trainable_groups
+from tltf.freezing import apply_plan, plan, trainable_groups
 from tltf.heads import adapt_targets
 from tltf.metadata import info
 from tltf.rates import set_lr_decay
@@ -172,8 +172,11 @@ def fine_tune(
         ]
     histories = []
     done = 0
+    final = plan(model, policy)
+    applied = final
     for phase_policy, phase_lr, phase_epochs in phases:
-        set_freeze(model, phase_policy)
+        applied = plan(model, phase_policy)
+        apply_plan(model, applied)  # compiled once below, after the phase's length is known
         head = phase_policy == "all"
         warmup_phase = head and policy != "all"  # fits the head to clean features
         stop = []
@@ -220,7 +223,9 @@ def fine_tune(
             ) or run.fit(model, train_ds, callbacks=phase_callbacks, **epoch_range, **fit)
         histories.append(history)
         done += phase_epochs
-    set_freeze(model, policy)
+    if applied != final:  # a phase ran under another plan: leave the model as built
+        apply_plan(model, final)
+        compile_model(model)
     run.finish(model)
     return _merge(histories)
 
