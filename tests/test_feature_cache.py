@@ -15,6 +15,7 @@ import pytest
 import tltf
 from tltf import feature_cache
 from tltf.errors import SpecError
+from tltf.feature_cache import store
 
 CLASSES = ["games", "math", "sound"]
 
@@ -23,13 +24,13 @@ CLASSES = ["games", "math", "sound"]
 def extractions(monkeypatch) -> list:
     """Records each backbone pass (`_extract` call): the number of examples it ran."""
     calls: list[int] = []
-    real = feature_cache._extract
+    real = store._extract
 
     def counting(model, data, *args, **kwargs):
         calls.append(feature_cache.num_examples(data))
         return real(model, data, *args, **kwargs)
 
-    monkeypatch.setattr(feature_cache, "_extract", counting)
+    monkeypatch.setattr(store, "_extract", counting)
     return calls
 
 
@@ -103,7 +104,7 @@ def test_shards_keep_the_data_order_after_length_sorting(
     texts, labels = tiny_text_data
     y = np.array([CLASSES.index(c) for c in labels])
     model = text_model(tiny_bert_dir)
-    monkeypatch.setattr(feature_cache, "SHARD_BYTES", 16 * 4 * 10)  # 10 rows of 16 floats
+    monkeypatch.setattr(store, "SHARD_BYTES", 16 * 4 * 10)  # 10 rows of 16 floats
     entry = feature_cache.cached_features(
         model, (texts, y), batch_size=5, cache_dir=str(tmp_path), verbose=False
     )
@@ -113,8 +114,8 @@ def test_shards_keep_the_data_order_after_length_sorting(
     want = direct.predict_on_batch(tf.constant(texts))  # in order, padded to the longest
     np.testing.assert_array_equal(got_y, y)
     np.testing.assert_allclose(features, want, atol=1e-5)
-    for budget in (feature_cache.SHUFFLE_BYTES, 16 * 4 * 10):  # all in memory; streamed shards
-        monkeypatch.setattr(feature_cache, "SHUFFLE_BYTES", budget)
+    for budget in (store.SHUFFLE_BYTES, 16 * 4 * 10):  # all in memory; streamed shards
+        monkeypatch.setattr(store, "SHUFFLE_BYTES", budget)
         shuffled = np.concatenate([b.numpy() for _, b in entry.dataset(7, shuffle=True, seed=1)])
         assert sorted(shuffled.tolist()) == sorted(y.tolist()) and shuffled.tolist() != y.tolist()
 
@@ -180,8 +181,8 @@ def test_interrupted_write_is_not_reused(
 ):
     texts, labels = tiny_text_data
     model = text_model(tiny_bert_dir)
-    monkeypatch.setattr(feature_cache, "SHARD_BYTES", 16 * 4 * 10)
-    real_write = feature_cache.write_atomically
+    monkeypatch.setattr(store, "SHARD_BYTES", 16 * 4 * 10)
+    real_write = store.write_atomically
     written: list[str] = []
 
     def failing(path, payload):
@@ -190,12 +191,12 @@ def test_interrupted_write_is_not_reused(
             raise OSError("disk full")
         real_write(path, payload)
 
-    monkeypatch.setattr(feature_cache, "write_atomically", failing)
+    monkeypatch.setattr(store, "write_atomically", failing)
     with pytest.raises(OSError, match="disk full"):
         feature_cache.cached_features(model, (texts, labels), cache_dir=str(tmp_path))
     assert os.listdir(tmp_path) == []  # the temporary entry is removed
 
-    monkeypatch.setattr(feature_cache, "write_atomically", real_write)
+    monkeypatch.setattr(store, "write_atomically", real_write)
     entry = feature_cache.cached_features(model, (texts, labels), cache_dir=str(tmp_path))
     assert extractions == [36, 36] and entry.rows == 36
 
@@ -206,11 +207,12 @@ KILL_SCRIPT = textwrap.dedent(
     import numpy as np
     import tltf
     from tltf import feature_cache
+    from tltf.feature_cache import store
 
     folder, cache_dir = sys.argv[1], sys.argv[2]
     texts = ["game play score", "algebra number", "sound audio mixer"] * 12
     model = tltf.build(f"keras_hub:{folder}", class_names=["a", "b"], sequence_length=16)
-    real_write, count = feature_cache.write_atomically, []
+    real_write, count = store.write_atomically, []
 
     def killing(path, payload):
         real_write(path, payload)
@@ -218,8 +220,8 @@ KILL_SCRIPT = textwrap.dedent(
         if len(count) == 3:  # the second shard is half written
             os.kill(os.getpid(), signal.SIGKILL)
 
-    feature_cache.write_atomically = killing
-    feature_cache.SHARD_BYTES = 16 * 4 * 10
+    store.write_atomically = killing
+    store.SHARD_BYTES = 16 * 4 * 10
     print(feature_cache.cache_key(model, (texts, np.arange(36) % 2)), flush=True)
     feature_cache.cached_features(model, (texts, np.arange(36) % 2), cache_dir=cache_dir)
     """
@@ -238,7 +240,7 @@ def test_killed_write_is_not_reused(tmp_path, tiny_bert_dir, extractions):
     key = proc.stdout.split()[0]
     (left,) = os.listdir(cache_dir)
     assert left.startswith(f".tmp-{key}-") and "COMPLETE" not in os.listdir(cache_dir / left)
-    assert feature_cache._load_entry(str(cache_dir / key)) is None
+    assert store._load_entry(str(cache_dir / key)) is None
 
     model = tltf.build(f"keras_hub:{tiny_bert_dir}", class_names=["a", "b"], sequence_length=16)
     texts = ["game play score", "algebra number", "sound audio mixer"] * 12

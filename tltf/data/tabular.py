@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,14 +12,13 @@ from typing import Any
 import numpy as np
 
 from tltf.data.dataset import Dataset, finish
+from tltf.data.labels import flag, int_or_named_labels, labels_from_values, multi_hot, numbers
 from tltf.errors import DataError
 from tltf.modalities import get_modality, modalities
 from tltf.modalities.image_files import MAX_PIXELS
 from tltf.modalities.text_files import check_texts, decode_utf8
 
 Columns = str | Sequence[str] | None
-_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
-_FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
 
 
 def from_csv(
@@ -211,7 +209,7 @@ def from_arrays(
         names = class_names or [str(i) for i in range(ys.shape[1])]
     else:
         task, values = "classification", None
-        labels, names = _int_or_named_labels(ys, class_names, where, source)
+        labels, names = int_or_named_labels(ys, class_names, where, source)
     data = Dataset(
         xs,
         labels,
@@ -237,60 +235,6 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
     if isinstance(values, (list, tuple)) and values and isinstance(values[0], str):
         return np.array(values, dtype=object)
     return np.asarray(values)
-
-
-def _int_or_named_labels(
-    ys: np.ndarray, class_names: Sequence[str] | None, where: Callable[[int], str], source: str
-) -> tuple[np.ndarray, list[str]]:
-    """Integer labels index `class_names` (default "0".."K-1"); other labels are names."""
-    if ys.dtype.kind == "f" and np.all(np.mod(ys, 1) == 0):
-        ys = ys.astype(np.int64)
-    if ys.dtype.kind in "iu":
-        k = len(class_names) if class_names is not None else int(ys.max()) + 1 if len(ys) else 0
-        bad = np.flatnonzero((ys < 0) | (ys >= k))
-        if len(bad):
-            raise DataError(
-                f"{where(bad[0])}: label {ys[bad[0]]} is not an index into the {k} class_names."
-            )
-        names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
-        _need_two_classes(names, source)
-        return ys, names
-    return labels_from_values([str(v) for v in ys], class_names, where, source, "y")
-
-
-def labels_from_values(
-    values: Sequence[str],
-    class_names: Sequence[str] | None,
-    where: Callable[[int], str],
-    source: str,
-    column: str,
-) -> tuple[np.ndarray, list[str]]:
-    """Label strings -> (indices, class names); default names are the sorted labels."""
-    for i, v in enumerate(values):
-        if not v.strip():
-            raise DataError(f"{where(i)}: empty label in {column!r}; fill it in or delete the row.")
-    if class_names is None:
-        names = sorted(set(values))
-        _need_two_classes(names, source)
-    else:
-        names = [str(c) for c in class_names]
-    index = {c: i for i, c in enumerate(names)}
-    for i, v in enumerate(values):
-        if v not in index:
-            raise DataError(
-                f"{where(i)}: label {v!r} is not in class_names {names}. Add it to "
-                "class_names, or drop the rows that carry it."
-            )
-    return np.array([index[v] for v in values], dtype=np.int64), names
-
-
-def _need_two_classes(names: Sequence[str], source: str) -> None:
-    if len(names) < 2:
-        raise DataError(
-            f"{source}: only one class ({', '.join(names) or 'none'}); classification needs "
-            "at least 2. Add examples of other classes, or pass class_names=[...] to "
-            "evaluate against a model's classes."
-        )
 
 
 def _read_utf8(path: str) -> str:
@@ -361,14 +305,14 @@ def _from_records(
         names = [target_column] if isinstance(target_column, str) else list(target_column)
         for n in names:
             _column(header, n, path, "target_column")
-        kwargs["targets"] = _numbers(rows, names, where)
+        kwargs["targets"] = numbers(rows, names, where)
         if isinstance(target_column, str):
             kwargs["targets"] = kwargs["targets"][:, 0]
         kwargs.update(task_hint="regression", class_names=names)
     elif not isinstance(label_column, str):
         names = [_column(header, n, path, "label_column") for n in label_column]
         kwargs["targets"] = np.array(
-            [[_flag(r.get(n), where(i), n) for n in names] for i, r in enumerate(rows)],
+            [[flag(r.get(n), where(i), n) for n in names] for i, r in enumerate(rows)],
             dtype=np.float32,
         )
         kwargs.update(task_hint="multi_label", class_names=names)
@@ -376,7 +320,7 @@ def _from_records(
         _column(header, label_column, path, "label_column")
         values = [r.get(label_column) for r in rows]
         if any(isinstance(v, list) for v in values):
-            kwargs.update(task_hint="multi_label", **_multi_hot(values, class_names, where, path))
+            kwargs.update(task_hint="multi_label", **multi_hot(values, class_names, where, path))
         else:
             labels, names = labels_from_values(
                 cells(label_column), class_names, where, path, label_column
@@ -405,54 +349,3 @@ def _from_records(
         **loaded.extras,
         **kwargs,
     )
-
-
-def _numbers(rows: list[dict], names: Sequence[str], where: Callable[[int], str]) -> np.ndarray:
-    out = np.zeros((len(rows), len(names)), dtype=np.float64)
-    for i, r in enumerate(rows):
-        for j, n in enumerate(names):
-            try:
-                value = float(r.get(n))
-            except (TypeError, ValueError):
-                raise DataError(
-                    f"{where(i)}: {r.get(n)!r} in column {n!r} is not a number; "
-                    "regression targets must be numeric."
-                ) from None
-            if not math.isfinite(value):
-                raise DataError(
-                    f"{where(i)}: target {value} in column {n!r} is NaN or infinite; "
-                    "fix or drop that row."
-                )
-            out[i, j] = value
-    return out
-
-
-def _flag(value: Any, where: str, column: str) -> float:
-    text = str(value if value is not None else "").strip().lower()
-    if text in _TRUE:
-        return 1.0
-    if text in _FALSE:
-        return 0.0
-    raise DataError(f"{where}: {value!r} in label column {column!r}; use 0/1 (or true/false).")
-
-
-def _multi_hot(
-    values: list, class_names: Sequence[str] | None, where: Callable[[int], str], path: str
-) -> dict:
-    lists = [[str(v) for v in (value if isinstance(value, list) else [value])] for value in values]
-    names = (
-        [str(c) for c in class_names]
-        if class_names is not None
-        else sorted({v for vs in lists for v in vs})
-    )
-    index = {c: i for i, c in enumerate(names)}
-    targets = np.zeros((len(lists), len(names)), dtype=np.float32)
-    for i, vs in enumerate(lists):
-        for v in vs:
-            if v not in index:
-                raise DataError(
-                    f"{where(i)}: label {v!r} is not in class_names {names}. Add it to "
-                    "class_names, or drop it from that row."
-                )
-            targets[i, index[v]] = 1.0
-    return {"targets": targets, "class_names": names}
