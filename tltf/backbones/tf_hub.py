@@ -10,7 +10,8 @@ Keras 2 layer, tensorflow/hub #903). What it is follows from its inputs:
 - a dict of token ids: a text encoder (BERT style), which needs its preprocessing
   SavedModel: ``preprocessor="hub:PREPROCESSOR"``.
 
-Groups come from the module's variable names: the first path component that
+Groups come from the module's variable names (through `tltf.backbones.grouping`,
+like every source's): the first path component that
 carries a number (``layer_3``, ``block2``, ``stage_1``) and takes at least two
 values in the module makes one group per value, in numeric order; variables
 before them form ``stem`` (``embeddings`` for text), those after them ``top``
@@ -27,6 +28,7 @@ from typing import Any
 from tltf.backbone import Backbone
 from tltf.backbones import register_source
 from tltf.backbones.fetch import check_sha256, download_failed, find_weights_file
+from tltf.backbones.grouping import fill, grouped
 from tltf.errors import SpecError
 from tltf.modalities import get_modality
 
@@ -53,18 +55,13 @@ def variable_groups(
     if not any(unit):
         return {"module": list(paths)}
     first, last = get_modality(modality).end_groups
+    members = grouped(paths, fill([u[2] if u else None for u in unit], before=first, after=last))
+    # A module's variables need not come in block order (``layer_10`` before ``layer_2``):
+    # the groups are ordered by their numbers, the unnumbered ends first and last.
     prefixes = list(dict.fromkeys(u[0] for u in unit if u))
-    order = sorted({(prefixes.index(u[0]), u[1], u[2]) for u in unit if u})
-    groups: dict[str, list[str]] = {first: [], **{text: [] for *_, text in order}, last: []}
-    last_numbered = max(i for i, u in enumerate(unit) if u)
-    current = first
-    for i, (u, path) in enumerate(zip(unit, paths, strict=True)):
-        if u:
-            current = u[2]
-        elif i > last_numbered:
-            current = last
-        groups[current].append(path)
-    return {g: members for g, members in groups.items() if members}
+    rank = {u[2]: (1, prefixes.index(u[0]), u[1]) for u in unit if u}
+    ends = {first: (0,), last: (2,)}
+    return {g: members[g] for g in sorted(members, key=lambda g: rank.get(g) or ends[g])}
 
 
 def _units(name: str, pattern: str | None) -> list[tuple[str, int, str]]:
