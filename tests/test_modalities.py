@@ -116,6 +116,16 @@ def test_a_new_modality_loads_class_folders(vector_modality, tmp_path):
     assert data.modality == "vector" and data.x.shape == (6, DIM)
     assert data.skipped == [(str(tmp_path / "a" / "notes.txt"), "not a .npy file")]
 
+    # a CSV column of paths, through the loader's <modality>_column= option
+    (tmp_path / "rows.csv").write_text("path,label\na/0.npy,a\nb/2.npy,b\nb/1.npy,b\n")
+    rows = tltf.data.from_csv(str(tmp_path / "rows.csv"), vector_column="path")
+    assert rows.modality == "vector" and rows.class_names == ["a", "b"]
+    np.testing.assert_array_equal(rows.x[:, 0], [0, 2, 1])
+    with pytest.raises(tltf.DataError, match=r"unknown option\(s\) \['vektor_column'\]"):
+        tltf.data.from_csv(str(tmp_path / "rows.csv"), vektor_column="path")
+    with pytest.raises(tltf.DataError, match="give one of"):
+        tltf.data.from_csv(str(tmp_path / "rows.csv"), vector_column="path", text_column="path")
+
 
 def test_options_of_other_modalities_are_refused_by_name(vector_modality):
     with pytest.raises(tltf.SpecError, match="augment= is for image backbones; mlp:tiny is vector"):

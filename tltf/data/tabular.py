@@ -36,6 +36,7 @@ def from_csv(
     strict: bool = False,
     max_pixels: int = MAX_PIXELS,
     verbose: bool = True,
+    **input_columns: str,
 ) -> Dataset | tuple[Dataset, ...]:
     """Loads a CSV file with a header row: one example per row.
 
@@ -46,6 +47,8 @@ def from_csv(
     Args:
         text_column / image_column: the input column; with neither, a column named
             "text". Image paths are relative to the CSV file's folder.
+        **input_columns: ``<modality>_column=`` for the input column of any other
+            registered modality (`tltf.modalities`), like the two above.
         label_column: the class label column, or a list of 0/1 columns for multi-label
             (their names become the class names).
         text_pair_column: a second text column, for text-pair tasks (stored as ``x2``).
@@ -59,7 +62,8 @@ def from_csv(
     Returns:
         A `Dataset`, or ``(train, val)``, ``(train, test)``, ``(train, val, test)`` when splits are asked.
     """
-    return _load_table(_csv_rows, **locals())
+    args = {k: v for k, v in locals().items() if k != "input_columns"}
+    return _load_table(_csv_rows, **args, **input_columns)
 
 
 def from_jsonl(
@@ -77,6 +81,7 @@ def from_jsonl(
     strict: bool = False,
     max_pixels: int = MAX_PIXELS,
     verbose: bool = True,
+    **input_columns: str,
 ) -> Dataset | tuple[Dataset, ...]:
     """Loads a JSON Lines file: one JSON object per line, keys as in `from_csv`.
 
@@ -86,7 +91,8 @@ def from_jsonl(
     Example:
         >>> train = tltf.data.from_jsonl("reviews.jsonl", text_column="review", label_column="stars")
     """
-    return _load_table(_jsonl_rows, **locals())
+    args = {k: v for k, v in locals().items() if k != "input_columns"}
+    return _load_table(_jsonl_rows, **args, **input_columns)
 
 
 def _load_table(
@@ -248,6 +254,31 @@ def _read_utf8(path: str) -> str:
     return decode_utf8(raw, path)
 
 
+def _input_column(header: Sequence[str], path: str, given: dict) -> tuple[str, str]:
+    """``(modality, column)`` from the loader's ``<modality>_column=`` options."""
+    options = {f"{m.name}_column": m.name for m in modalities()}
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        raise DataError(
+            f"{path}: unknown option(s) {unknown}; the input column options are "
+            f"{sorted(options)} (one per modality)."
+        )
+    chosen = {k: v for k, v in given.items() if v}
+    if len(chosen) > 1:
+        raise DataError(f"{path}: give one of {sorted(chosen)}, not several.")
+    if chosen:
+        ((option, name),) = chosen.items()
+        return options[option], _column(header, name, path, option)
+    for m in modalities():
+        if m.default_column and m.default_column in header:
+            return m.name, m.default_column
+    defaults = [m.default_column for m in modalities() if m.default_column]
+    raise DataError(
+        f"{path}: no column named {' or '.join(map(repr, defaults))}; the columns are "
+        f"{list(header)}. Pass {' or '.join(sorted(options))}=..."
+    )
+
+
 def _column(header: Sequence[str], name: str, path: str, role: str) -> str:
     if name not in header:
         raise DataError(
@@ -263,31 +294,18 @@ def _from_records(
     header: Sequence[str],
     path: str,
     *,
-    text_column: str | None,
-    image_column: str | None,
     label_column: str | Sequence[str],
     text_pair_column: str | None,
     target_column: Columns,
     class_names: Sequence[str] | None,
     strict: bool,
     max_pixels: int,
+    **input_columns: str | None,
 ) -> Dataset:
     """The shared core of from_csv and from_jsonl: checked columns -> Dataset."""
     if not rows:
         raise DataError(f"{path} has a header but no rows; add one row per example.")
-    if text_column and image_column:
-        raise DataError(f"{path}: give text_column or image_column, not both.")
-    if image_column:
-        modality, column = "image", _column(header, image_column, path, "image_column")
-    elif text_column:
-        modality, column = "text", _column(header, text_column, path, "text_column")
-    elif "text" in header:
-        modality, column = "text", "text"
-    else:
-        raise DataError(
-            f"{path}: no column named 'text'; the columns are {list(header)}. "
-            "Pass text_column=... or image_column=..."
-        )
+    modality, column = _input_column(header, path, input_columns)
     where = lambda i: f"{path} line {lines[i]}"  # noqa: E731
 
     def cells(name: str) -> list[str]:

@@ -14,6 +14,7 @@ backbones declaring it (see docs/architecture.md).
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,8 @@ class Modality:
         build_options: `tltf.build` options only this modality takes.
         serving_imports: ``(module, pip package)`` pairs that loading its exports needs
             (custom ops); written into the export's ``tltf.json`` for `tltf predict`.
+        default_column: the CSV/JSONL column read as its input when the loader is given
+            no ``<name>_column=`` ("text" for text), or None.
     """
 
     name: str = ""
@@ -78,6 +81,7 @@ class Modality:
     tflite_blocker: str = ""
     build_options: tuple[str, ...] = ()
     serving_imports: tuple[tuple[str, str], ...] = ()
+    default_column: str | None = None
 
     # -- the model's raw input ------------------------------------------------
     def accepts(self, input_spec: dict) -> bool:
@@ -154,12 +158,16 @@ class Modality:
     ) -> Loaded:
         """Examples from a CSV/JSONL column (`where(i)` names row i; `folder` holds the file).
 
+        By default the cells are file paths, relative to that file's folder, read
+        with `load_files`; a modality whose examples sit in the cells (text) overrides it.
+
         Example:
             >>> get_modality("text").load_cells(["hi", "yo"], where, "text", ".",
             ...                                 strict=True, max_pixels=0).x
             ['hi', 'yo']
         """
-        raise DataError(f"{self.name} examples cannot be read from a column.")
+        files = [os.path.join(folder, p) for p in cells]
+        return self.load_files(files, strict=strict, max_pixels=max_pixels)
 
     def load_records(
         self, items: list, names: list[str], *, strict: bool, max_pixels: int

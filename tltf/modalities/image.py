@@ -58,11 +58,6 @@ class Image(Modality):
     def load_files(self, paths: Sequence[str], *, strict: bool, max_pixels: int) -> Loaded:
         return _scanned(paths, scan_images(paths, max_pixels=max_pixels, strict=strict))
 
-    def load_cells(self, cells, where, column, folder, *, strict, max_pixels) -> Loaded:
-        """A column of image paths, relative to the CSV/JSONL file's folder."""
-        files = [os.path.join(folder, p) for p in cells]
-        return self.load_files(files, strict=strict, max_pixels=max_pixels)
-
     def load_records(self, items, names, *, strict, max_pixels) -> Loaded:
         scan = scan_images(names, max_pixels=max_pixels, strict=strict, contents=items)
         return _scanned(items, scan)

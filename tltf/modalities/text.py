@@ -23,6 +23,7 @@ POOL_BATCHES = 32
 class Text(Modality):
     name = "text"
     file_kind = "a .txt"
+    default_column = "text"
     file_types = " ".join(TEXT_EXTENSIONS)
     default_lr = 5e-5
     end_groups = ("embeddings", "pooler")
