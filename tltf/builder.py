@@ -14,7 +14,7 @@ from tltf.errors import SpecError
 from tltf.freezing import BN_POLICIES, set_freeze
 from tltf.heads import get_task, head_options
 from tltf.metadata import BACKBONE_LAYER, INFO_LAYER
-from tltf.modalities import get_modality, modalities
+from tltf.modalities import get_modality, import_layer_modules, modalities
 from tltf.rates import check_lr_decay
 
 
@@ -213,6 +213,7 @@ def load_model(path: str, *, safe_mode: bool = True) -> Any:
     import tltf.layers  # noqa: F401  registers tltf's layers for deserialization
     from tltf.metadata import info
 
+    import_layer_modules()
     try:
         import keras_hub  # noqa: F401  registers the KerasHub layers text models hold
     except ImportError:

@@ -24,6 +24,7 @@ BUILTIN = {
     "hf": "tltf.backbones.keras_hub",
     "hub": "tltf.backbones.tf_hub",
     "file": "tltf.backbones.user_file",
+    "speech": "tltf.backbones.speech",
 }
 _SOURCES: dict[str, Callable[..., Backbone]] = {}
 _ALIASES: dict[str, str] = {}

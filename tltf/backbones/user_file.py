@@ -119,7 +119,9 @@ def _from_keras_file(
     import keras
 
     from tltf.layers import ImagePreprocessing
+    from tltf.modalities import import_layer_modules
 
+    import_layer_modules()  # a tltf model of any modality (task A) may hold its layers
     try:
         network = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except ValueError as exc:

@@ -24,6 +24,7 @@ SOURCES = [
     ("keras_nlp:PRESET", "alias of keras_hub:"),
     ("hf:ORG/NAME", "a Hugging Face model, converted through KerasHub"),
     ("file:PATH", "your own network: a .keras file or a SavedModel folder"),
+    ("speech:openwakeword", "audio: openWakeWord's pretrained speech embedding (16 kHz clips)"),
 ]
 
 NAMING = """\

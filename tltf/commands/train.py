@@ -195,6 +195,8 @@ def build_model(cfg: dict[str, Any], train: Any) -> Any:
     keras.utils.set_random_seed(cfg["seed"])  # the head's initial weights: reruns match
     spec, sha = cfg["backbone"], cfg["sha256"]
     if not spec:
+        spec = get_modality(train.modality).default_backbone
+    if not spec:
         spec, sha = f"keras_hub:{packaged_minilm()}", sha or MINILM_SHA256
     return tltf.build(
         spec,

@@ -1,4 +1,4 @@
-"""Modalities: one object per kind of raw input (image, text), behind one contract.
+"""Modalities: one object per kind of raw input (image, text, audio), behind one contract.
 
     >>> from tltf.modalities import get_modality
     >>> get_modality("text").accepts({"shape": [], "dtype": "string"})
@@ -12,6 +12,7 @@ from tltf.modalities.base import (
     Loaded,
     Modality,
     get_modality,
+    import_layer_modules,
     modalities,
     modality_names,
     register_modality,
@@ -21,6 +22,7 @@ __all__ = [
     "Loaded",
     "Modality",
     "get_modality",
+    "import_layer_modules",
     "modalities",
     "modality_names",
     "register_modality",

@@ -24,7 +24,7 @@ import numpy as np
 from tltf.errors import DataError, ExportError, SpecError
 
 _REGISTRY: dict[str, Modality] = {}
-_BUILTIN = ("tltf.modalities.image", "tltf.modalities.text")
+_BUILTIN = ("tltf.modalities.image", "tltf.modalities.text", "tltf.modalities.audio")
 
 
 @dataclass
@@ -70,6 +70,9 @@ class Modality:
             (custom ops); written into the export's ``tltf.json`` for `tltf predict`.
         default_column: the CSV/JSONL column read as its input when the loader is given
             no ``<name>_column=`` ("text" for text), or None.
+        default_backbone: the spec ``tltf train`` uses for its data without ``--backbone``.
+        layer_modules: modules that register its Keras layers (imported before a
+            `.keras` file loads).
     """
 
     name: str = ""
@@ -82,6 +85,8 @@ class Modality:
     build_options: tuple[str, ...] = ()
     serving_imports: tuple[tuple[str, str], ...] = ()
     default_column: str | None = None
+    default_backbone: str | None = None
+    layer_modules: tuple[str, ...] = ()
 
     # -- the model's raw input ------------------------------------------------
     def accepts(self, input_spec: dict) -> bool:
@@ -362,6 +367,13 @@ def modalities() -> list[Modality]:
     """The registered modalities, in registration order."""
     _import_builtin()
     return list(_REGISTRY.values())
+
+
+def import_layer_modules() -> None:
+    """Imports every modality's `layer_modules`, so that `.keras` files holding them load."""
+    for modality in modalities():
+        for module in modality.layer_modules:
+            importlib.import_module(module)
 
 
 def _import_builtin() -> None:

