@@ -74,12 +74,21 @@ def noise(rng: np.random.Generator) -> np.ndarray:
     return (x / np.abs(x).max() * rng.uniform(0.05, 0.5)).astype("float32")
 
 
-def make(out: str, split: str, per_class: int, voices: list, variants: list, seed: int) -> None:
+def make(
+    out: str,
+    split: str,
+    per_class: int,
+    voices: list,
+    variants: list,
+    seed: int,
+    other: int | None = None,
+) -> None:
+    """Writes `per_class` wake-word clips and `other` (default as many) other clips."""
     rng = np.random.default_rng(seed)
-    for label in ("hey_tiltef", "other"):
+    for label, count in (("hey_tiltef", per_class), ("other", other or per_class)):
         folder = os.path.join(out, split, label)
         os.makedirs(folder, exist_ok=True)
-        for i in range(per_class):
+        for i in range(count):
             voice = f"{rng.choice(voices)}+{rng.choice(variants)}"
             speed, pitch = int(rng.integers(120, 200)), int(rng.integers(25, 75))
             if label == "other" and rng.random() < 0.25:

@@ -14,7 +14,8 @@ model, its `.keras` file and its export have the trained head) on them.
     tltf: features of 1,000 training examples: reused ~/.cache/tltf/features/3f9a...
 
 An entry is keyed by the backbone (spec and a hash of the current weights, so
-training the backbone invalidates it), the preprocessing (input spec, layers)
+training the backbone invalidates it), the preprocessing (input spec, layers),
+every layer's config (a pooling option changes the features, not the weights)
 and the data (texts, pixels or file paths with sizes and mtimes, and labels).
 Here: whether a phase can train on cached features, and training the head on
 them. ``store`` holds the disk entries (keys, extraction, layout), ``examples``

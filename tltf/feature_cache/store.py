@@ -72,11 +72,34 @@ def cache_key(model: Any, data: Any) -> str:
         ),
         "input_spec": meta["input_spec"],
         "layers": [type(layer).__name__ for layer in pre],
+        # the architecture too: options such as a pooling change features, not weights
+        "configs": hashlib.sha256(
+            json.dumps(
+                [_config(sub) for layer in pre for sub in layer._flatten_layers()],
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest(),
         "class_names": meta["class_names"],
     }
     digest.update(json.dumps(parts, sort_keys=True).encode())
     hash_data(data, digest)
     return digest.hexdigest()[:32]
+
+
+def _config(layer: Any) -> Any:
+    """A layer's own config, without names (numbered by Keras per process); a model: its type."""
+    import keras
+
+    if isinstance(layer, keras.Model):
+        return type(layer).__name__  # its layers are hashed one by one
+    try:
+        config = layer.get_config()
+    except (NotImplementedError, TypeError, ValueError):
+        return type(layer).__name__
+    if not isinstance(config, dict):
+        return [type(layer).__name__, config]
+    return [type(layer).__name__, {k: v for k, v in config.items() if k != "name"}]
 
 
 @dataclass
