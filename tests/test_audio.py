@@ -7,6 +7,7 @@ import os
 import struct
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,6 +15,7 @@ import tensorflow as tf
 import tltf
 from tltf.backbones import speech
 from tltf.errors import BackboneUnavailable, DataError
+from tltf.feature_cache import cache_key
 from tltf.modalities.audio_files import (
     decode_wav_graph,
     encode_wav,
@@ -168,6 +170,17 @@ def test_groups_freeze_and_options():
     with pytest.raises(tltf.SpecError, match="at least 0.782 s"):
         tltf.load_backbone("speech:openwakeword", clip_seconds=0.5)
 
+    # the feature cache tells the poolings apart (same weights), and reuses equal builds
+    waves = np.full((2, 16000), 0.1, "float32")
+    data = tltf.data.from_arrays(waves, ["a", "b"])
+    assert data.modality == "audio"
+
+    def key(pooling):
+        bb = tltf.load_backbone("speech:openwakeword", clip_seconds=1.0, pooling=pooling)
+        return cache_key(tltf.build(bb, class_names=["a", "b"], freeze="all"), data)
+
+    assert key("mean") == key("mean") != key("flatten")
+
 
 @pytest.fixture(scope="module")
 def wake_data():
@@ -179,6 +192,7 @@ def wake_data():
 def test_wake_word_trains_frozen_on_cached_features_exports_and_reloads(wake_data, tmp_path):
     train, test = wake_data
     assert train.modality == "audio" and train.class_names == ["hey_tiltef", "other"]
+    keras.utils.set_random_seed(0)
     model = tltf.build("speech:openwakeword", class_names=train.class_names)
     before = [w.numpy().copy() for w in model.get_layer("backbone").weights]
     tltf.fine_tune(model, train, cache_dir=str(tmp_path / "cache"), verbose=0)

@@ -72,10 +72,11 @@ def cache_key(model: Any, data: Any) -> str:
         ),
         "input_spec": meta["input_spec"],
         "layers": [type(layer).__name__ for layer in pre],
-        # the architecture too: options such as a pooling change features, not weights
+        # the backbone's architecture too: options such as a pooling change the features,
+        # not the weights (its layers, one level down: fixed when the network was built)
         "configs": hashlib.sha256(
             json.dumps(
-                [_config(sub) for layer in pre for sub in layer._flatten_layers()],
+                [_config(layer) for layer in getattr(pre[-1], "layers", [])],
                 sort_keys=True,
                 default=str,
             ).encode()
@@ -87,8 +88,11 @@ def cache_key(model: Any, data: Any) -> str:
     return digest.hexdigest()[:32]
 
 
+_UNHASHED = ("name", "trainable")  # per-process counters; the freeze policy of the moment
+
+
 def _config(layer: Any) -> Any:
-    """A layer's own config, without names (numbered by Keras per process); a model: its type."""
+    """A layer's own config, less `_UNHASHED`; a nested model: its type."""
     import keras
 
     if isinstance(layer, keras.Model):
@@ -99,7 +103,7 @@ def _config(layer: Any) -> Any:
         return type(layer).__name__
     if not isinstance(config, dict):
         return [type(layer).__name__, config]
-    return [type(layer).__name__, {k: v for k, v in config.items() if k != "name"}]
+    return [type(layer).__name__, {k: v for k, v in config.items() if k not in _UNHASHED}]
 
 
 @dataclass
