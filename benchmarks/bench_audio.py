@@ -12,10 +12,13 @@ that no training clip uses. Arms, each with tltf's defaults:
 - ``scratch``: the same log-mel CNN with random weights, trained from scratch
   (``weights=None``: `tltf.recipe`'s scratch schedule);
 - ``probe_lr``: scikit-learn's logistic regression on the frozen embedding;
-- ``frozen``: ``speech:openwakeword`` with ``freeze="all"`` (features cached);
+- ``frozen``: ``speech:openwakeword`` with ``freeze="all"`` (features cached), and
+  ``frozen_mean`` / ``frozen_flatten`` with each pooling of the embeddings;
 - ``top2``: the same with its top two groups fine-tuned.
 
-Reported: accuracy, false rejects (wake words missed) at the threshold that keeps false
+Reported: accuracy on the test clips as loaded (centred in the window, as in training)
+and ``shifted`` (each test clip at a random place in the window, as in a stream), false
+rejects (wake words missed) at the threshold that keeps false
 accepts at or under one per hour of "other" test audio (the test holds minutes, so that
 is the threshold with no false accept at all), and wall time. 3 seeds of the k clips.
 """
@@ -32,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import finish, parser  # noqa: E402
 
 SPEC = "speech:openwakeword"
-ARMS = ("scratch", "probe_lr", "frozen", "top2")
+ARMS = ("scratch", "probe_lr", "frozen", "frozen_mean", "frozen_flatten", "top2")
 WAKE = "hey_tiltef"
 
 
@@ -45,14 +48,28 @@ def load(folder: str):
     )
 
 
-def scores(model, data):
-    """Wake-word probability of each clip of `data`."""
+def place(wave, samples: int, rng):
+    """`wave` at a random place in a window of `samples` (a random part of a longer one)."""
+    import numpy as np
+
+    if len(wave) >= samples:
+        start = int(rng.integers(0, len(wave) - samples + 1))
+        return wave[start : start + samples]
+    out = np.zeros(samples, "float32")
+    start = int(rng.integers(0, samples - len(wave) + 1))
+    out[start : start + len(wave)] = wave
+    return out
+
+
+def scores(model, data, shifted: bool = False):
+    """Wake-word probability of each clip of `data` (centred, or at random places)."""
     import numpy as np
 
     from tltf.modalities.audio_files import fit_length
 
     samples = int(model.input_shape[-1])
-    x = np.stack([fit_length(w, samples) for w in data.x])
+    rng = np.random.default_rng(7)
+    x = np.stack([place(w, samples, rng) if shifted else fit_length(w, samples) for w in data.x])
     logits = model.predict(x, batch_size=64, verbose=0)
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     return (p / p.sum(axis=1, keepdims=True))[:, data.class_names.index(WAKE)]
@@ -100,21 +117,26 @@ def run_arm(arm: str, sub, test, seed: int, cache: str) -> dict:
         lr = LogisticRegression(max_iter=3000).fit(*feats["train"])
         p = lr.predict_proba(feats["test"][0])[:, sub.class_names.index(WAKE)]
         accuracy = float(lr.score(*feats["test"]))
+        shifted = float("nan")
     else:
         options = {
             "scratch": {"weights": None, "freeze": "none"},
             "frozen": {"freeze": "all"},
+            "frozen_mean": {"freeze": "all", "pooling": "mean"},
+            "frozen_flatten": {"freeze": "all", "pooling": "flatten"},
             "top2": {"freeze": "top:2"},
         }[arm]
         model = tltf.build(SPEC, class_names=sub.class_names, **options)
         tltf.fine_tune(model, sub, seed=seed, cache_dir=cache, verbose=0)
         p = scores(model, test)
-        accuracy = float(np.mean((p > 0.5) == (test.labels == test.class_names.index(WAKE))))
+        truth = test.labels == test.class_names.index(WAKE)
+        accuracy = float(np.mean((p > 0.5) == truth))
+        shifted = float(np.mean((scores(model, test, shifted=True) > 0.5) == truth))
     seconds = time.perf_counter() - started
     is_wake = test.labels == test.class_names.index(WAKE)
     other_hours = sum(len(w) for w, o in zip(test.x, ~is_wake, strict=True) if o) / 16000 / 3600
     frr = false_rejects(p[is_wake], p[~is_wake], other_hours)
-    return {"accuracy": accuracy, "false_rejects": frr, "seconds": seconds}
+    return {"accuracy": accuracy, "shifted": shifted, "false_rejects": frr, "seconds": seconds}
 
 
 def main() -> None:
@@ -155,7 +177,8 @@ def main() -> None:
                     )
                     r = runs[-1]
                     print(
-                        f"  k={k:4d} {arm:9s} seed {seed}: accuracy {r['accuracy']:.3f}, "
+                        f"  k={k:4d} {arm:14s} seed {seed}: accuracy {r['accuracy']:.3f}, "
+                        f"shifted {r['shifted']:.3f}, "
                         f"false rejects {r['false_rejects']:.3f}, {r['seconds']:.1f} s",
                         flush=True,
                     )
@@ -169,15 +192,20 @@ def main() -> None:
                 runs = cells[f"{k}/{arm}"]
                 acc = np.array([r["accuracy"] for r in runs])
                 frr = np.array([r["false_rejects"] for r in runs])
+                moved = np.array([r["shifted"] for r in runs])
                 sec = np.mean([r["seconds"] for r in runs])
                 se = acc.std(ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else 0.0
                 stats[f"{k}/{arm}"] = {
                     "accuracy": float(acc.mean()),
                     "accuracy_se": float(se),
+                    "shifted": float(moved.mean()),
                     "false_rejects": float(frr.mean()),
                     "seconds": float(sec),
                 }
-                row.append(f"{acc.mean():.3f} ± {se:.3f}, FRR {frr.mean():.2f} ({sec:.0f} s)")
+                row.append(
+                    f"{acc.mean():.3f} ± {se:.3f}, shifted {moved.mean():.3f}, "
+                    f"FRR {frr.mean():.2f} ({sec:.0f} s)"
+                )
             print(f"| {arm} | {' | '.join(row)} |")
         if args.png:
             import matplotlib

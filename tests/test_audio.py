@@ -216,3 +216,59 @@ def test_wake_word_trains_frozen_on_cached_features_exports_and_reloads(wake_dat
     model.save(tmp_path / "wake.keras")
     loaded = tltf.load_model(str(tmp_path / "wake.keras"))  # safe_mode: no Lambda layers
     np.testing.assert_allclose(loaded.predict(waves, verbose=0), logits, atol=1e-5)
+
+
+def test_augmentation_moves_waveforms_in_training_only():
+    from tltf.modalities.audio_layers import AudioAugment
+
+    t = np.arange(16000) / 16000
+    waves = np.stack([0.5 * np.sin(2 * np.pi * 300 * t)] * 4).astype("float32")
+    layer = AudioAugment(gain_db=6, shift_seconds=0.1, snr_db=(10, 10), seed=1)
+    np.testing.assert_array_equal(layer(waves, training=False), waves)
+    out = layer(waves, training=True).numpy()
+    assert out.shape == waves.shape and not np.allclose(out[0], out[1])  # a draw per clip
+    quiet = AudioAugment(gain_db=0, shift_seconds=0, snr_db=(10, 10), seed=1)(waves, training=True)
+    noise = quiet.numpy() - waves
+    snr = 10 * np.log10(np.mean(waves**2) / np.mean(noise**2))
+    assert abs(snr - 10) < 0.5
+    model = tltf.build(
+        tltf.load_backbone("speech:openwakeword", clip_seconds=1.0),
+        class_names=["a", "b"],
+        augment="light",
+    )
+    assert model.get_layer("augmentation_light")
+    np.testing.assert_allclose(model(waves), model(waves), atol=1e-6)  # inference: no draws
+    with pytest.raises(tltf.SpecError, match="audio takes one of"):
+        tltf.build(
+            tltf.load_backbone("speech:openwakeword", clip_seconds=1.0),
+            num_classes=2,
+            augment="heavy",
+        )
+
+
+def test_detect_finds_the_wake_word_in_a_long_recording(wake_data, tmp_path):
+    from cli_util import run_cli
+
+    train, test = wake_data
+    keras.utils.set_random_seed(0)
+    bb = tltf.load_backbone("speech:openwakeword", pooling="mean")  # less tied to one place
+    model = tltf.build(bb, class_names=train.class_names, freeze="all")
+    tltf.fine_tune(model, train, cache_dir=str(tmp_path / "cache"), verbose=0)
+    wake = test.x[test.labels.tolist().index(0)]  # a wake word of a voice never trained on
+    other = test.x[test.labels.tolist().index(1)]
+    rng = np.random.default_rng(0)
+    recording = rng.normal(0, 0.002, 16000 * 10).astype("float32")
+    recording[3 * 16000 : 3 * 16000 + len(wake)] += wake
+    recording[7 * 16000 : 7 * 16000 + len(other)] += other
+    found = tltf.detect(model, recording, "hey_tiltef", hop_seconds=0.25)
+    assert len(found.times) == len(found.scores) == 33  # (10 s - 2 s) / 0.25 s + 1
+    assert [e["start"] <= 3.5 <= e["end"] for e in found.events] == [True], str(found)
+
+    export = tltf.export(model, str(tmp_path / "export" / "wake"))
+    wav = str(tmp_path / "long.wav")
+    with open(wav, "wb") as fh:
+        fh.write(encode_wav(recording))
+    code, out, _ = run_cli(["predict", export, wav, "--detect", "hey_tiltef"])
+    assert code == 0 and out.count("hey_tiltef ") == 1 and " s (score " in out, out
+    with pytest.raises(tltf.SpecError, match="not one of the model's classes"):
+        tltf.detect(export, recording, "hey_siri")

@@ -33,7 +33,10 @@ PUBLIC_MODULES: dict[str, tuple[str, ...] | None] = {
     "tltf.backbones": None,
     "tltf.backbones.fetch": None,
     "tltf.errors": None,
-    "tltf.commands.predict": ("predict", "latest_version"),
+    "tltf.commands.predict": ("predict",),
+    "tltf.io": ("latest_version",),
+    "tltf.detection": None,
+    "tltf.card": None,
     "tltf.cli": ("main",),
 }
 

@@ -40,6 +40,7 @@ _EXPORTS = {
     "recommend": "tltf.advisor",
     "Recommendation": "tltf.advisor",
     "evaluate": "tltf.evaluation",
+    "detect": "tltf.detection",
     "export": "tltf.serving",
     "TltfError": "tltf.errors",
     "SpecError": "tltf.errors",

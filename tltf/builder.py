@@ -62,10 +62,12 @@ def build(
             plus the task's options (``threshold``, ``normalize``, ``dim``).
         lr: learning rate for the compile; default the backbone's fine-tuning rate
             (or 1e-3 when only the head trains).
-        augment: image models: ``"none"``, ``"light"`` or ``"strong"``
-            (`tltf.data.augmentation_layers`), placed right after the raw-pixel input;
-            active only in training, so exports do not run it. Any augmentation turns
-            feature caching off, since the frozen backbone then sees new pixels each epoch.
+        augment: ``"none"``, ``"light"`` or ``"strong"``: for images flips, rotation, zoom,
+            contrast (`tltf.data.augmentation_layers`); for audio gain, time shift and
+            noise at an SNR (`tltf.modalities.audio_layers.AudioAugment`). Placed right
+            after the raw input; active only in training, so exports do not run it. Any
+            augmentation turns feature caching off after the head's warm-up, since the
+            frozen backbone then sees new inputs each epoch.
         background: image models: the colour (0-255 grey, or ``(r, g, b)``) that
             transparent pixels are flattened onto, in training and in the export's
             ``image_bytes`` decode alike; default white.

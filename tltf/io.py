@@ -4,6 +4,7 @@ Everything is written under a temporary name, then renamed into place, so a kill
 process never leaves a half-written file or folder under its final name. Temporary
 names carry the writer's pid; `remove_stale` deletes those of processes that no
 longer run. Paths may be local or, for files, any `tf.io.gfile` URL (``gs://``).
+`latest_version` finds the newest version folder of an export.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import contextlib
 import os
 import shutil
 import uuid
+
+from tltf.errors import ExportError
 
 TMP_PREFIX = ".tmp-"
 
@@ -77,3 +80,22 @@ def write_atomically(path: str, payload: bytes | str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def latest_version(export_dir: str) -> str:
+    """`export_dir` if it holds a SavedModel, else its highest-numbered version folder.
+
+    Example:
+        >>> latest_version("export/topics")          # holds 1/, 2/ and 3/
+        'export/topics/3'
+    """
+    if os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+        return export_dir
+    versions = (
+        [n for n in os.listdir(export_dir) if n.isdigit()] if os.path.isdir(export_dir) else []
+    )
+    if not versions:
+        raise ExportError(
+            f"{export_dir} holds no saved_model.pb and no version folders (1, 2, ...)."
+        )
+    return os.path.join(export_dir, max(versions, key=int))

@@ -79,7 +79,7 @@ def export_class_names(export_dir: str) -> list[str]:
         >>> export_class_names("export/topics")       # the latest version
         ['database', 'editors', ...]
     """
-    from tltf.commands.predict import latest_version
+    from tltf.io import latest_version
 
     path = os.path.join(latest_version(export_dir), "assets.extra", "labels.txt")
     if not os.path.isfile(path):
@@ -90,7 +90,7 @@ def export_class_names(export_dir: str) -> list[str]:
 
 def _export_task(export_dir: str) -> str:
     """The task in an export's ``assets.extra/tltf.json`` (classification if it has none)."""
-    from tltf.commands.predict import latest_version
+    from tltf.io import latest_version
 
     path = os.path.join(latest_version(export_dir), "assets.extra", "tltf.json")
     if not os.path.isfile(path):

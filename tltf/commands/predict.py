@@ -8,6 +8,7 @@ itself; no tltf model code is imported, so it checks what a server would serve::
     tltf predict export/pets photos.csv --column path
     tltf predict export/duplicates "how do I sort ||| sorting a list"   # text pairs
     tltf predict export/duplicates pairs.csv --column question --column answer
+    tltf predict export/wake kitchen.wav --detect hey_tiltef     # times in a long recording
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 from typing import Any
 
 from tltf.errors import TltfError
+from tltf.io import latest_version
 
 HELP = "run an exported SavedModel on image files, texts or a CSV column; print top labels"
 SEPARATOR = "|||"
@@ -42,23 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the outputs as a JSON list")
     p.add_argument("--signature", default="serving_default", help="the signature to run")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per call")
-
-
-def latest_version(export_dir: str) -> str:
-    """`export_dir` if it holds a SavedModel, else its highest-numbered version folder.
-
-    Example:
-        >>> latest_version("export/topics")          # holds 1/, 2/ and 3/
-        'export/topics/3'
-    """
-    if os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
-        return export_dir
-    versions = (
-        [n for n in os.listdir(export_dir) if n.isdigit()] if os.path.isdir(export_dir) else []
+    p.add_argument(
+        "--detect",
+        metavar="LABEL",
+        help="audio exports: find LABEL in each (long) WAV file by sliding windows; "
+        "print each detection's start and end (tltf.detect)",
     )
-    if not versions:
-        raise TltfError(f"{export_dir} holds no saved_model.pb and no version folders (1, 2, ...).")
-    return os.path.join(export_dir, max(versions, key=int))
+    p.add_argument("--hop", type=float, default=0.25, help="--detect: seconds between windows")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="--detect: the smoothed score a detection needs",
+    )
 
 
 def predict(
@@ -135,6 +133,8 @@ def _pair_columns(inputs: list, separator: str) -> list[list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.detect:
+        return _detect(args)
     if args.column and len(args.column) > 2:
         raise TltfError(f"--column was given {len(args.column)} times; give it once, or twice.")
     inputs: list = list(args.inputs)
@@ -155,6 +155,26 @@ def run(args: argparse.Namespace) -> int:
         if len(x) > width:  # a path keeps its file name; a text keeps its start
             x = "..." + x[3 - width :] if os.path.exists(x) else x[: width - 3] + "..."
         print(f"{x:<{width}}  {_summary(row)}")
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    """``--detect``: each input file's detections, one line each (or JSON)."""
+    from tltf.detection import detect
+
+    found = {
+        path: detect(
+            args.export_dir, path, args.detect, hop_seconds=args.hop, threshold=args.threshold
+        )
+        for path in args.inputs
+    }
+    if args.json:
+        print(
+            json.dumps([{"input": p, "detections": d.events} for p, d in found.items()], indent=1)
+        )
+        return 0
+    for path, detections in found.items():
+        print(f"{path}: {detections}" if not detections.events else f"{path}:\n{detections}")
     return 0
 
 

@@ -38,6 +38,7 @@ class Audio(Modality):
     default_backbone = "speech:openwakeword"
     tflite_blocker = "the audio export's TFLite conversion is not built yet"
     layer_modules = ("tltf.modalities.audio_layers",)
+    build_options = ("augment",)
 
     def accepts(self, input_spec: dict) -> bool:
         return (
@@ -49,6 +50,18 @@ class Audio(Modality):
     def model_inputs(self, x: Any, meta: dict, task: Any) -> Any:
         samples = clip_samples(meta)
         return np.stack([fit_length(np.asarray(w, "float32"), samples) for w in x])
+
+    def input_layers(self, x: Any, spec: str, options: dict) -> tuple[Any, dict]:
+        """Augmentation (`audio_layers.AUGMENT_PRESETS`) right after the raw waveform."""
+        from tltf.errors import SpecError
+        from tltf.modalities.audio_layers import AUGMENT_PRESETS, AudioAugment
+
+        augment = options.get("augment", "none")
+        if augment not in AUGMENT_PRESETS:
+            raise SpecError(f"augment={augment!r}; audio takes one of {list(AUGMENT_PRESETS)}.")
+        if AUGMENT_PRESETS[augment]:
+            x = AudioAugment(**AUGMENT_PRESETS[augment], name=f"augmentation_{augment}")(x)
+        return x, {}
 
     # -- data -------------------------------------------------------------------
     def is_file(self, path: str) -> bool:

@@ -160,3 +160,72 @@ class Unwindow(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "windows": self.windows, "pooling": self.pooling}
+
+
+AUGMENT_PRESETS = {
+    "none": None,
+    "light": {"gain_db": 3.0, "shift_seconds": 0.1, "snr_db": (20.0, 40.0)},
+    "strong": {"gain_db": 6.0, "shift_seconds": 0.25, "snr_db": (5.0, 20.0)},
+}
+
+
+@keras.saving.register_keras_serializable(package="tltf")
+class AudioAugment(keras.layers.Layer):
+    """Waveform augmentation, active in training only: gain, time shift, noise at an SNR.
+
+    Each clip of a batch gets its own draw: a gain of up to ±`gain_db` dB, a shift
+    of up to ±`shift_seconds` (the clip moves in time, silence fills in), and white
+    noise at a signal-to-noise ratio drawn from `snr_db` (dB). At inference it
+    passes the waveforms through.
+
+    Example:
+        >>> AudioAugment(gain_db=6, shift_seconds=0.1, snr_db=(10, 30))(waves, training=True)
+    """
+
+    def __init__(
+        self,
+        gain_db: float = 3.0,
+        shift_seconds: float = 0.1,
+        snr_db: tuple[float, float] = (20.0, 40.0),
+        sample_rate: int = 16000,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.gain_db, self.shift_seconds = float(gain_db), float(shift_seconds)
+        self.snr_db, self.sample_rate, self.seed = tuple(map(float, snr_db)), int(sample_rate), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, waves: Any, training: bool | None = None) -> Any:
+        if not training:
+            return waves
+        x = tf.cast(waves, tf.float32)
+        batch, length = tf.shape(x)[0], tf.shape(x)[1]
+        uniform = lambda low, high: keras.random.uniform(  # noqa: E731
+            (batch, 1), low, high, seed=self.seed_generator
+        )
+        x = x * 10.0 ** (uniform(-self.gain_db, self.gain_db) / 20.0)
+        most = int(self.shift_seconds * self.sample_rate)
+        if most:
+            shift = tf.cast(tf.round(uniform(-most, most)), tf.int32)
+            index = tf.range(length)[None, :] - shift
+            inside = (index >= 0) & (index < length)
+            x = tf.gather(x, tf.clip_by_value(index, 0, length - 1), batch_dims=1)
+            x = tf.where(inside, x, 0.0)
+        power = tf.reduce_mean(x**2, axis=1, keepdims=True)
+        noise_power = power / 10.0 ** (uniform(*self.snr_db) / 10.0)
+        noise = keras.random.normal(tf.shape(x), seed=self.seed_generator)
+        return x + noise * tf.sqrt(noise_power)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "gain_db": self.gain_db,
+            "shift_seconds": self.shift_seconds,
+            "snr_db": list(self.snr_db),
+            "sample_rate": self.sample_rate,
+            "seed": self.seed,
+        }
