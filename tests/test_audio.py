@@ -272,3 +272,21 @@ def test_detect_finds_the_wake_word_in_a_long_recording(wake_data, tmp_path):
     assert code == 0 and out.count("hey_tiltef ") == 1 and " s (score " in out, out
     with pytest.raises(tltf.SpecError, match="not one of the model's classes"):
         tltf.detect(export, recording, "hey_siri")
+
+
+def test_cli_trains_evaluates_and_predicts_an_audio_folder(tmp_path):
+    from cli_util import run_cli
+
+    argv = ["train", "--data", os.path.join(EXAMPLE, "train"), "--freeze", "all"]
+    argv += ["--test-data", os.path.join(EXAMPLE, "test"), "--run-dir", str(tmp_path / "run")]
+    argv += ["--export-dir", str(tmp_path / "export")]
+    code, out, err = run_cli(argv)  # no --backbone: the audio modality's, speech:openwakeword
+    assert code == 0, err
+    assert "backbone=speech:openwakeword" in out and "held-out accuracy" in out
+    assert "SavedModel prediction:" in out and "s of audio>" in out
+    export = str(tmp_path / "export" / "wakeword")  # named after the data folder
+    code, out, err = run_cli(["evaluate", export, "--data", os.path.join(EXAMPLE, "test")])
+    assert code == 0 and "accuracy" in out, err
+    clip = os.path.join(EXAMPLE, "test", "hey_tiltef", "0000.wav")
+    code, out, err = run_cli(["predict", export, clip])
+    assert code == 0 and ("hey_tiltef" in out or "other" in out), err

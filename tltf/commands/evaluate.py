@@ -20,6 +20,7 @@ import numpy as np
 from tltf import config
 from tltf.commands.export import MODEL_FILE, load_run_model, run_config
 from tltf.errors import TltfError
+from tltf.modalities import get_modality
 
 HELP = "evaluate a run folder or an export on labelled data: accuracy, per-class report, confusion"
 
@@ -61,12 +62,7 @@ def evaluate_export(export_dir: str, data: Any, batch_size: int = 32) -> Any:
     from tltf.commands.predict import predict
     from tltf.evaluation import classification_report
 
-    if data.x and isinstance(data.x[0], bytes):
-        raise TltfError(
-            f"{data.source} holds encoded images, not files; evaluate an export on image "
-            "files (a folder or a CSV of paths), or evaluate the run folder."
-        )
-    rows = predict(export_dir, [str(x) for x in data.x], batch_size=batch_size)
+    rows = predict(export_dir, get_modality(data.modality).cli_inputs(data), batch_size=batch_size)
     index = {name: i for i, name in enumerate(data.class_names)}
     predicted = [index[row["label"]] for row in rows]
     return classification_report(data.labels, predicted, data.class_names)

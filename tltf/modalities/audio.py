@@ -156,6 +156,16 @@ class Audio(Modality):
             return [decode_wav_graph(values[0], clip_samples(meta))]
         return values
 
+    def cli_inputs(self, data: Any) -> list[str]:
+        """The WAV files the clips came from (a dataset of arrays has none)."""
+        paths = data.locations or []
+        if len(paths) != len(data) or not all(os.path.isfile(p) for p in paths):
+            raise DataError(
+                f"{data.source} holds waveforms, not WAV files; evaluate an export on a folder "
+                "or CSV of WAV files, or evaluate the run folder."
+            )
+        return list(paths)
+
     def serving_example(self, x: Any) -> tuple[dict, str]:
         import tensorflow as tf
 

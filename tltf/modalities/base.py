@@ -303,6 +303,15 @@ class Modality:
         """
         return values
 
+    def cli_inputs(self, data: Any) -> list[str]:
+        """`data`'s examples as ``tltf predict`` takes them (texts, or files' paths).
+
+        Example:
+            >>> get_modality("image").cli_inputs(test)[:1]
+            ['photos/cat/1.jpg']
+        """
+        return [str(x) for x in data.x]
+
     def serving_example(self, x: Any) -> tuple[dict, str]:
         """One example as a feed for ``serving_default`` and how to show it.
 

@@ -184,6 +184,14 @@ class Image(Modality):
     def reference_inputs(self, signature: str, values: list, meta: dict) -> list:
         return [decode_images(values[0], meta)] if signature == "serving_default" else values
 
+    def cli_inputs(self, data: Any) -> list[str]:
+        if len(data) and isinstance(data.x[0], bytes):
+            raise DataError(
+                f"{data.source} holds encoded images, not files; evaluate an export on image "
+                "files (a folder or a CSV of paths), or evaluate the run folder."
+            )
+        return [str(x) for x in data.x]
+
     def serving_example(self, x: Any) -> tuple[dict, str]:
         import tensorflow as tf
 
