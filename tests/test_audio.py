@@ -290,3 +290,63 @@ def test_cli_trains_evaluates_and_predicts_an_audio_folder(tmp_path):
     clip = os.path.join(EXAMPLE, "test", "hey_tiltef", "0000.wav")
     code, out, err = run_cli(["predict", export, clip])
     assert code == 0 and ("hey_tiltef" in out or "other" in out), err
+
+
+class _Batched(tf.__internal__.tracking.AutoTrackable):
+    """A TRILL-style stand-in: waveforms [batch, samples] -> {"embedding": [batch, frames, 8]}."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.w0 = tf.Variable(
+            rng.normal(0, 0.05, (400, 16)).astype("float32"), name="layer_0/kernel"
+        )
+        self.w1 = tf.Variable(rng.normal(0, 0.2, (16, 8)).astype("float32"), name="layer_1/kernel")
+        self.variables = self.trainable_variables = [self.w0, self.w1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    def __call__(self, waveforms):
+        frames = tf.signal.frame(waveforms, 400, 160)
+        return {"embedding": tf.nn.relu(frames @ self.w0) @ self.w1}
+
+
+class _PerClip(tf.__internal__.tracking.AutoTrackable):
+    """A YAMNet-style stand-in: one waveform [samples] -> (scores, embeddings, spectrogram)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = tf.Variable(np.random.default_rng(1).normal(0, 0.05, (400, 8)).astype("float32"))
+        self.variables = self.trainable_variables = [self.w]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def __call__(self, waveform):
+        frames = tf.signal.frame(waveform, 400, 160)
+        embeddings = tf.tanh(frames @ self.w)
+        return tf.nn.softmax(embeddings[:, :3]), embeddings, tf.abs(frames[:, :4])
+
+
+@pytest.mark.parametrize("module", [_Batched, _PerClip])
+def test_hub_audio_modules_embed_clips_and_train(module, tmp_path):
+    folder = str(tmp_path / "module")
+    tf.saved_model.save(module(), folder)
+    bb = tltf.load_backbone(f"hub:{folder}", clip_seconds=0.5)
+    assert bb.modality == "audio" and bb.feature_dim == 8
+    assert bb.input_spec == {"shape": [8000], "dtype": "float32", "sample_rate": 16000}
+    rng = np.random.default_rng(0)
+    waves = rng.uniform(-0.5, 0.5, (3, 8000)).astype("float32")
+    frames = tf.signal.frame(tf.constant(waves), 400, 160)
+    got = bb.model(bb.preprocessor(waves)).numpy()
+    if module is _Batched:
+        assert list(bb.groups) == ["layer_0", "layer_1"]
+        loaded = tf.saved_model.load(folder)
+        expected = tf.reduce_mean(loaded(tf.constant(waves))["embedding"], axis=1)
+    else:
+        loaded = tf.saved_model.load(folder)
+        expected = tf.stack([tf.reduce_mean(loaded(tf.constant(w))[1], axis=0) for w in waves])
+    assert frames.shape[1] == 48
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    model = tltf.build(bb, class_names=["a", "b"], freeze="none")
+    before = [w.numpy().copy() for w in model.get_layer("backbone").trainable_weights]
+    tltf.fine_tune(model, (waves, ["a", "b", "a"]), epochs=1, freeze_epochs=0, verbose=0)
+    after = model.get_layer("backbone").trainable_weights
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, after, strict=True))

@@ -175,4 +175,4 @@ def test_load_model_restores_the_freeze_policy(tiny_bert_dir, tiny_text_data, tm
 def test_sources_stays_a_function_after_a_source_loads():
     import tltf.backbones.keras_apps  # noqa: F401  (a tltf/sources/ package used to shadow it)
 
-    assert tltf.sources() == ["file", "hf", "hub", "keras", "keras_hub"]
+    assert tltf.sources() == ["file", "hf", "hub", "keras", "keras_hub", "speech"]

@@ -21,6 +21,8 @@ from typing import Any
 
 from tltf.errors import SpecError
 
+__all__ = ["ModelCard"]
+
 
 class FrozenDict(dict):
     """A dict that refuses changes (JSON-serializable, compares equal to a dict)."""
@@ -122,7 +124,12 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, values: dict | str) -> ModelCard:
-        """A card from its JSON form (a dict or a JSON string); unknown keys go to `extra`."""
+        """A card from its JSON form (a dict or a JSON string); unknown keys go to `extra`.
+
+        Example:
+            >>> ModelCard.from_dict(layer.get_config()["info"]).task
+            'classification'
+        """
         values = dict(json.loads(values) if isinstance(values, str) else values)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         missing = [n for n in ("task", "class_names", "backbone", "modality") if n not in values]
@@ -135,15 +142,31 @@ class ModelCard:
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict:
-        """The plain JSON form: every field, and the `extra` keys beside them, lists and dicts."""
+        """The plain JSON form: every field, and the `extra` keys beside them, lists and dicts.
+
+        Example:
+            >>> tltf.info(model).to_dict()["class_names"]
+            ['games', 'math']
+        """
         out = {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
         return {**out.pop("extra"), **out}
 
     def to_json(self) -> str:
+        """`to_dict` as a JSON string (what a `.keras` file stores).
+
+        Example:
+            >>> json.loads(tltf.info(model).to_json())["task"]
+            'classification'
+        """
         return json.dumps(self.to_dict())
 
     def replace(self, **changes: Any) -> ModelCard:
-        """A new card with `changes` (field names); unknown names are a `SpecError`."""
+        """A new card with `changes` (field names); unknown names are a `SpecError`.
+
+        Example:
+            >>> tltf.info(model).replace(bn="train").bn
+            'train'
+        """
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - names)
         if unknown:
@@ -168,8 +191,19 @@ class ModelCard:
             return False
 
     def get(self, key: str, default: Any = None) -> Any:
-        """``card[key]``, or `default` where the field is None or unknown."""
+        """``card[key]``, or `default` where the field is None or unknown.
+
+        Example:
+            >>> tltf.info(model).get("target_stats", {})
+            {}
+        """
         return self[key] if key in self else default
 
     def keys(self) -> list[str]:
+        """The field names (and `extra` keys), as a dict's keys.
+
+        Example:
+            >>> "class_names" in tltf.info(model).keys()
+            True
+        """
         return list(self.to_dict())

@@ -24,6 +24,11 @@ from tltf.errors import DataError, SpecError
 class Detections:
     """What `detect` found: one score per window, and the detections.
 
+    Example:
+        >>> found = tltf.detect(model, recording, "hey_tiltef")
+        >>> found.events
+        [{'start': 2.75, 'end': 5.5, 'score': 0.9987}]
+
     Attributes:
         label: the class scored.
         times: each window's start, in seconds.

@@ -74,12 +74,22 @@ class TrainingPlan:
     bn: str
 
     def groups(self, groups: list[str]) -> list[str]:
-        """The groups that train under this plan (`trainable_groups`)."""
+        """The groups that train under this plan (`trainable_groups`).
+
+        Example:
+            >>> TrainingPlan("top:1", "frozen").groups(["embeddings", "layer_0", "layer_1"])
+            ['layer_1']
+        """
         return trainable_groups(self.freeze, groups)
 
 
 def plan(model: Any, freeze: str | list[str], bn: str | None = None) -> TrainingPlan:
-    """A checked `TrainingPlan` for `model`; `bn` defaults to the model's BN policy."""
+    """A checked `TrainingPlan` for `model`; `bn` defaults to the model's BN policy.
+
+    Example:
+        >>> plan(model, ["layer_1"])
+        TrainingPlan(freeze=('layer_1',), bn='frozen')
+    """
     meta = info(model)
     bn = bn or meta.bn
     if bn not in BN_POLICIES:
@@ -95,6 +105,11 @@ def apply_plan(model: Any, training_plan: TrainingPlan) -> list[str]:
     It does not compile: Keras fixes the trainable weights at compile time, so
     compile after applying (`fine_tune` does, once per phase). Returns the
     trainable groups.
+
+    Example:
+        >>> apply_plan(model, plan(model, "top:1"))
+        ['layer_1']
+        >>> tltf.compile_model(model, lr=1e-4)
     """
     import keras
 

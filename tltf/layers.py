@@ -229,6 +229,7 @@ class HubModule(keras.layers.Layer):
         arguments: dict | None = None,
         bn: str = "frozen",
         frozen_variables: list[str] | tuple[str, ...] = (),
+        per_example: bool = False,
         **kwargs: Any,
     ) -> None:
         trainable = kwargs.pop("trainable", True)
@@ -239,6 +240,7 @@ class HubModule(keras.layers.Layer):
         self.output_key = output_key
         self.arguments = dict(arguments or {})
         self.bn = bn  # set by `tltf.set_freeze` (see `follows_bn_policy`)
+        self.per_example = per_example  # the module takes one example (YAMNet: a waveform)
         self._module = load_saved_model(handle)
         self._fn, self._endpoint = _saved_model_endpoint(self._module, endpoint)
         self._takes_training = self._endpoint == "__call__" and any(
@@ -275,13 +277,12 @@ class HubModule(keras.layers.Layer):
         kwargs = dict(self.arguments)
         if self._takes_training:
             kwargs["training"] = trains and self.bn == "train"
-        if self._endpoint == "serving_default" and not isinstance(inputs, dict):
-            (key,) = self._fn.structured_input_signature[1]
-            outputs = self._fn(**{key: inputs}, **kwargs)
-        elif self._endpoint == "serving_default":
-            outputs = self._fn(**inputs, **kwargs)
+        if self.per_example:  # one call per example, stacked (a fixed-size input)
+            sample = self._run(inputs[0], kwargs)
+            spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), sample)
+            outputs = tf.map_fn(lambda x: self._run(x, kwargs), inputs, fn_output_signature=spec)
         else:
-            outputs = self._fn(inputs, **kwargs)
+            outputs = self._run(inputs, kwargs)
         if trains:
             for loss in self._reg_losses:
                 self.add_loss(loss())
@@ -290,6 +291,15 @@ class HubModule(keras.layers.Layer):
         if isinstance(outputs, dict) and len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs
+
+    def _run(self, inputs: Any, kwargs: dict) -> Any:
+        """The module's endpoint on `inputs`."""
+        if self._endpoint == "serving_default" and not isinstance(inputs, dict):
+            (key,) = self._fn.structured_input_signature[1]
+            return self._fn(**{key: inputs}, **kwargs)
+        if self._endpoint == "serving_default":
+            return self._fn(**inputs, **kwargs)
+        return self._fn(inputs, **kwargs)
 
     def get_config(self) -> dict:
         frozen = [
@@ -305,6 +315,7 @@ class HubModule(keras.layers.Layer):
             "arguments": self.arguments,
             "bn": self.bn,
             "frozen_variables": frozen if self.trainable else [],
+            "per_example": self.per_example,
         }
 
 

@@ -60,7 +60,7 @@ def sources() -> list[str]:
 
     Example:
         >>> tltf.sources()
-        ['file', 'hf', 'hub', 'keras', 'keras_hub']
+        ['file', 'hf', 'hub', 'keras', 'keras_hub', 'speech']
     """
     _import_sources()
     return sorted(_SOURCES)

@@ -8,7 +8,12 @@ Keras 2 layer, tensorflow/hub #903). What it is follows from its inputs:
   the TF-Hub convention) unless told otherwise;
 - strings: a text embedding that tokenizes inside (e.g. NNLM, Universal Sentence Encoder);
 - a dict of token ids: a text encoder (BERT style), which needs its preprocessing
-  SavedModel: ``preprocessor="hub:PREPROCESSOR"``.
+  SavedModel: ``preprocessor="hub:PREPROCESSOR"``;
+- float waveforms ``[batch, samples]`` (TRILL style) or one waveform ``[samples]``
+  (YAMNet style, called once per clip): an audio embedding of 16 kHz clips of
+  ``clip_seconds``; frame embeddings ``[frames, dim]`` are averaged. Of a module that
+  returns a tuple, the second of three (YAMNet's ``scores, embeddings, spectrogram``)
+  or the first is taken; ``output_key="2"`` picks another.
 
 Groups come from the module's variable names (through `tltf.backbones.grouping`,
 like every source's): the first path component that
@@ -131,6 +136,7 @@ def load(
     endpoint: str | None = None,
     group_pattern: str | None = None,
     sha256: str | None = None,
+    clip_seconds: float = 2.0,
 ) -> Backbone:
     """Loads a TF-Hub TF2 SavedModel as a backbone, frozen or fine-tunable.
 
@@ -143,7 +149,7 @@ def load(
     0-255 pixels), ``sequence_length``, ``pooling`` ("pooled" output or "mean" of
     the token outputs), ``output_key`` (which output of a dict), ``endpoint``
     (default ``__call__``), ``group_pattern``, ``sha256`` (of
-    ``variables/variables.data-00000-of-00001``).
+    ``variables/variables.data-00000-of-00001``), ``clip_seconds`` (audio, default 2).
     """
     import keras
 
@@ -151,9 +157,8 @@ def load(
 
     if pooling not in POOLINGS:
         raise SpecError(f"pooling={pooling!r}; use one of {POOLINGS}.")
-    layer = HubModule(
-        _resolve(spec, handle, sha256), endpoint=endpoint, output_key=output_key, name="hub_module"
-    )
+    folder = _resolve(spec, handle, sha256)
+    layer = HubModule(folder, endpoint=endpoint, output_key=output_key, name="hub_module")
     first = _input_spec(layer)
     if isinstance(first, dict):
         if not preprocessor:
@@ -185,10 +190,31 @@ def load(
             features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
         pre = ImagePreprocessing(preprocess, name="image_preprocessing")
         modality, raw = "image", {"shape": list(input_shape), "dtype": "float32"}
+    elif first.dtype.is_floating and first.shape.rank in (1, 2):
+        samples = int(round(clip_seconds * 16000))
+        if first.shape.rank == 1:  # one waveform per call: the layer maps over the batch
+            layer = HubModule(
+                folder,
+                endpoint=endpoint,
+                output_key=output_key,
+                per_example=True,
+                name="hub_module",
+            )
+        inputs = keras.Input((samples,), name="waveforms")
+        outputs = layer(inputs)
+        if isinstance(outputs, (tuple, list)):
+            outputs = outputs[int(output_key) if output_key else (1 if len(outputs) == 3 else 0)]
+        features = _pick(spec, outputs, output_key, ("embedding", "default"))
+        if len(features.shape) == 3:
+            features = keras.layers.GlobalAveragePooling1D(name="mean_pool")(features)
+        pre = keras.layers.Identity(name="audio_preprocessing")
+        modality = "audio"
+        raw = {"shape": [samples], "dtype": "float32", "sample_rate": 16000}
     else:
         raise SpecError(
             f"{spec}: the module takes {first.dtype.name} {list(first.shape)}; tltf takes "
-            "TF-Hub modules of images [batch, H, W, 3], strings or BERT token ids."
+            "TF-Hub modules of images [batch, H, W, 3], strings, BERT token ids or 16 kHz "
+            "waveforms."
         )
     if len(features.shape) != 2:
         raise SpecError(f"{spec}: features of shape {features.shape}; expected [batch, dim].")
