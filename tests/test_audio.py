@@ -3,6 +3,7 @@ TFLite files they come from, freezing, feature caching, export and `.keras` roun
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import warnings
@@ -350,3 +351,19 @@ def test_hub_audio_modules_embed_clips_and_train(module, tmp_path):
     tltf.fine_tune(model, (waves, ["a", "b", "a"]), epochs=1, freeze_epochs=0, verbose=0)
     after = model.get_layer("backbone").trainable_weights
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, after, strict=True))
+
+
+def test_tflite_export_of_the_waveform_signature_matches_keras(tmp_path):
+    bb = tltf.load_backbone("speech:openwakeword", clip_seconds=1.0)
+    model = tltf.build(bb, class_names=["a", "b"])
+    path = tltf.export(model, str(tmp_path / "export" / "wake"), formats=["saved_model", "tflite"])
+    manifest = json.loads(open(os.path.join(path, "assets.extra", "tltf.json")).read())
+    assert manifest["parity"]["tflite"]["scores"] <= 1e-4  # checked before publishing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(os.path.join(path, "tflite", "model.tflite"))
+    run = interpreter.get_signature_runner("serving_waveform")
+    waves = np.random.default_rng(0).uniform(-0.3, 0.3, (2, 16000)).astype("float32")
+    np.testing.assert_allclose(
+        run(waveforms=waves)["scores"], tf.nn.softmax(model(waves)), atol=1e-4
+    )

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import tltf
 from tltf import backbones
-from tltf.modalities import Loaded, base, get_modality
+from tltf.modalities import Loaded, get_modality, registry
 
 TLTF = os.path.join(os.path.dirname(__file__), "..", "tltf")
 DIM = 6
@@ -65,7 +65,7 @@ def vector_modality():
     tltf.register_modality(Vector())
     tltf.register_source("mlp")(load_mlp)
     yield
-    base._REGISTRY.pop("vector")
+    registry._REGISTRY.pop("vector")
     backbones._SOURCES.pop("mlp")
     backbones._MODALITIES.pop("mlp")
 

@@ -235,10 +235,11 @@ def _check_parity(saved: str, model: Any, meta: dict, samples: dict) -> dict:
 
 
 def _write_tflite(saved: str, model: Any, meta: dict, samples: dict, quantize: bool) -> dict:
-    """Converts the ``serving_tensor`` signature (TFLite cannot decode images) and checks it."""
+    """Converts the modality's tensor signature (TFLite cannot decode files) and checks it."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_tensor"])
+    signature = get_modality(meta["modality"]).tflite_signature
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[signature])
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     content = converter.convert()
@@ -252,9 +253,9 @@ def _write_tflite(saved: str, model: Any, meta: dict, samples: dict, quantize: b
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        runner = tf.lite.Interpreter(model_content=content).get_signature_runner("serving_tensor")
-    inputs = samples["serving_tensor"]
-    diffs = _max_differences(_reference(model, meta, "serving_tensor", inputs), runner(**inputs))
+        runner = tf.lite.Interpreter(model_content=content).get_signature_runner(signature)
+    inputs = samples[signature]
+    diffs = _max_differences(_reference(model, meta, signature, inputs), runner(**inputs))
     worst = max(diffs, key=diffs.get)
     if not quantize and not diffs[worst] <= PARITY_TOLERANCE:
         raise ExportError(

@@ -8,9 +8,8 @@ See `tltf.modalities.base` for the contract and docs/architecture.md for what a
 new modality provides.
 """
 
-from tltf.modalities.base import (
-    Loaded,
-    Modality,
+from tltf.modalities.base import Loaded, Modality
+from tltf.modalities.registry import (
     get_modality,
     import_layer_modules,
     modalities,

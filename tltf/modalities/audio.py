@@ -25,7 +25,8 @@ from tltf.modalities.audio_files import (
     is_wav_file,
     scan_audio,
 )
-from tltf.modalities.base import Loaded, Modality, register_modality
+from tltf.modalities.base import Loaded, Modality, file_bytes
+from tltf.modalities.registry import register_modality
 
 MIN_SAMPLES = SAMPLE_RATE // 10  # arrays narrower than 0.1 s are not waveforms
 
@@ -36,7 +37,7 @@ class Audio(Modality):
     file_types = f"audio ({' '.join(WAV_EXTENSIONS)})"
     default_lr = 1e-4
     default_backbone = "speech:openwakeword"
-    tflite_blocker = "the audio export's TFLite conversion is not built yet"
+    tflite_signature = "serving_waveform"
     layer_modules = ("tltf.modalities.audio_layers",)
     build_options = ("augment",)
 
@@ -106,21 +107,16 @@ class Audio(Modality):
     # -- export ---------------------------------------------------------------------
     def signatures(self, module: Any, meta: dict, serve: Any, task: Any) -> dict:
         """``serving_default`` takes WAV bytes ``[N]``, ``serving_waveform`` floats."""
-        import tensorflow as tf
-
         samples = clip_samples(meta)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
-        def serve_wav(wav_bytes):
-            return serve([decode_wav_graph(wav_bytes, samples)])
-
-        @tf.function(input_signature=[tf.TensorSpec([None, samples], tf.float32, name="waveforms")])
-        def serve_waveform(waveforms):
-            return serve([waveforms])
-
-        module.serve_wav = serve_wav
-        module.serve_waveform = serve_waveform
-        return {"serving_default": serve_wav, "serving_waveform": serve_waveform}
+        return self.encoded_signatures(
+            module,
+            serve,
+            encoded="wav_bytes",
+            decode=lambda values: decode_wav_graph(values, samples),
+            tensor="waveforms",
+            shape=[samples],
+            signature="serving_waveform",
+        )
 
     def samples(
         self, meta: dict, parity_inputs: Any, task: Any
@@ -183,11 +179,9 @@ def clip_samples(meta: dict) -> int:
 
 def _wav_bytes(item: Any) -> bytes:
     """WAV bytes of WAV bytes, a WAV file's path, or a 16 kHz waveform."""
-    if isinstance(item, bytes):
-        return item
-    if isinstance(item, (str, os.PathLike)) and os.path.isfile(item):
-        with open(item, "rb") as fh:
-            return fh.read()
+    found = file_bytes(item)
+    if found is not None:
+        return found
     if isinstance(item, np.ndarray) and item.ndim == 1:
         return encode_wav(item)
     raise ExportError(

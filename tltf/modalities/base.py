@@ -13,7 +13,6 @@ backbones declaring it (see docs/architecture.md).
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,10 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tltf.errors import DataError, ExportError, SpecError
-
-_REGISTRY: dict[str, Modality] = {}
-_BUILTIN = ("tltf.modalities.image", "tltf.modalities.text", "tltf.modalities.audio")
+from tltf.errors import DataError, ExportError
 
 
 @dataclass
@@ -65,6 +61,7 @@ class Modality:
             by numbered blocks (TF-Hub modules).
         xla_blocker: why its models cannot be XLA-compiled (`jit_compile`; "" when they can).
         tflite_blocker: why its exports cannot convert to TFLite ("" when they can).
+        tflite_signature: the export signature that TFLite converts (a tensor input).
         build_options: `tltf.build` options only this modality takes.
         serving_imports: ``(module, pip package)`` pairs that loading its exports needs
             (custom ops); written into the export's ``tltf.json`` for `tltf predict`.
@@ -82,6 +79,7 @@ class Modality:
     end_groups: tuple[str, str] = ("stem", "top")
     xla_blocker: str = ""
     tflite_blocker: str = ""
+    tflite_signature: str = "serving_default"
     build_options: tuple[str, ...] = ()
     serving_imports: tuple[tuple[str, str], ...] = ()
     default_column: str | None = None
@@ -274,6 +272,40 @@ class Modality:
         module.serve_inputs = serve_inputs
         return {"serving_default": serve_inputs}
 
+    def encoded_signatures(
+        self,
+        module: Any,
+        serve: Any,
+        *,
+        encoded: str,
+        decode: Any,
+        tensor: str,
+        shape: list,
+        signature: str,
+    ) -> dict:
+        """``serving_default`` on encoded files' bytes (decoded by `decode` in the graph),
+        and `signature` on the decoded float32 tensor ``[N, *shape]``.
+
+        Example:
+            >>> self.encoded_signatures(module, serve, encoded="wav_bytes", decode=decode,
+            ...                         tensor="waveforms", shape=[32000],
+            ...                         signature="serving_waveform")
+            {'serving_default': ..., 'serving_waveform': ...}
+        """
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=encoded)])
+        def serve_encoded(values):
+            return serve([decode(tf.ensure_shape(values, [None]))])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name=tensor)])
+        def serve_tensor(values):
+            return serve([values])
+
+        module.serve_encoded = serve_encoded
+        module.serve_tensor = serve_tensor
+        return {"serving_default": serve_encoded, signature: serve_tensor}
+
     def samples(
         self, meta: dict, parity_inputs: Any, task: Any
     ) -> dict[str, dict[str, np.ndarray]]:
@@ -334,57 +366,16 @@ class Modality:
         return {}
 
 
-def register_modality(modality: Modality) -> Modality:
-    """Registers a `Modality` under its `name` (a later one replaces an earlier).
+def file_bytes(item: Any) -> bytes | None:
+    """`item` if it is bytes, the content of the file it names, else None (parity inputs).
 
     Example:
-        >>> class Vector(tltf.modalities.Modality):
-        ...     name = "vector"
-        >>> tltf.modalities.register_modality(Vector())
+        >>> file_bytes("clips/a.wav")[:4]
+        b'RIFF'
     """
-    if not modality.name:
-        raise SpecError(f"{type(modality).__name__} has no name; set its `name` attribute.")
-    _REGISTRY[modality.name] = modality
-    return modality
-
-
-def get_modality(name: str) -> Modality:
-    """The registered `Modality` called `name`.
-
-    Example:
-        >>> get_modality("text").xla_blocker
-        "its tokenizer's string ops cannot be XLA-compiled"
-    """
-    _import_builtin()
-    if name not in _REGISTRY:
-        raise SpecError(f"modality {name!r}; the registered ones are {modality_names()}.")
-    return _REGISTRY[name]
-
-
-def modality_names() -> list[str]:
-    """Names of the registered modalities, built-in ones first.
-
-    Example:
-        >>> modality_names()
-        ['image', 'text']
-    """
-    _import_builtin()
-    return list(_REGISTRY)
-
-
-def modalities() -> list[Modality]:
-    """The registered modalities, in registration order."""
-    _import_builtin()
-    return list(_REGISTRY.values())
-
-
-def import_layer_modules() -> None:
-    """Imports every modality's `layer_modules`, so that `.keras` files holding them load."""
-    for modality in modalities():
-        for module in modality.layer_modules:
-            importlib.import_module(module)
-
-
-def _import_builtin() -> None:
-    for module in _BUILTIN:
-        importlib.import_module(module)
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, (str, os.PathLike)) and os.path.isfile(item):
+        with open(item, "rb") as fh:
+            return fh.read()
+    return None

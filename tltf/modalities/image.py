@@ -8,14 +8,13 @@ sees the pixels its model trained on. The pixel primitives live in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tltf.errors import DataError, ExportError, SpecError
-from tltf.modalities.base import Loaded, Modality, register_modality
+from tltf.modalities.base import Loaded, Modality, file_bytes
 from tltf.modalities.image_files import (
     BACKGROUND,
     IMAGE_EXTENSIONS,
@@ -26,6 +25,7 @@ from tltf.modalities.image_files import (
     resize_pixels,
     scan_images,
 )
+from tltf.modalities.registry import register_modality
 
 # Decoded images are cached in memory when they take at most this many bytes.
 CACHE_BYTES = 1 << 30
@@ -37,6 +37,7 @@ class Image(Modality):
     file_types = f"image ({' '.join(IMAGE_EXTENSIONS)})"
     default_lr = 1e-4
     build_options = ("augment", "background")
+    tflite_signature = "serving_tensor"
 
     def accepts(self, input_spec: dict) -> bool:
         return input_spec.get("dtype") != "string" and len(input_spec.get("shape", ())) == 3
@@ -128,21 +129,15 @@ class Image(Modality):
     # -- export ---------------------------------------------------------------------
     def signatures(self, module: Any, meta: dict, serve: Any, task: Any) -> dict:
         """``serving_default`` takes encoded image bytes ``[N]``, ``serving_tensor`` pixels."""
-        import tensorflow as tf
-
-        size = image_size(meta)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        def serve_bytes(image_bytes):
-            return serve([decode_images(tf.ensure_shape(image_bytes, [None]), meta)])
-
-        @tf.function(input_signature=[tf.TensorSpec([None, *size, 3], tf.float32, name="images")])
-        def serve_tensor(images):
-            return serve([images])
-
-        module.serve_bytes = serve_bytes
-        module.serve_tensor = serve_tensor
-        return {"serving_default": serve_bytes, "serving_tensor": serve_tensor}
+        return self.encoded_signatures(
+            module,
+            serve,
+            encoded="image_bytes",
+            decode=lambda values: decode_images(values, meta),
+            tensor="images",
+            shape=[*image_size(meta), 3],
+            signature="serving_tensor",
+        )
 
     def samples(
         self, meta: dict, parity_inputs: Any, task: Any
@@ -266,11 +261,9 @@ def _background(value: Any) -> float | list[float]:
 
 
 def _read_bytes(item: Any) -> bytes:
-    if isinstance(item, bytes):
-        return item
-    if isinstance(item, (str, os.PathLike)) and os.path.isfile(item):
-        with open(item, "rb") as fh:
-            return fh.read()
+    found = file_bytes(item)
+    if found is not None:
+        return found
     raise ExportError(
         f"parity_inputs item {str(item)[:80]!r}: give encoded image bytes, image file paths, "
         "or an [N, H, W, 3] pixel array."

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from tltf.errors import DataError, ExportError
-from tltf.modalities.base import Loaded, Modality, register_modality
+from tltf.modalities.base import Loaded, Modality
+from tltf.modalities.registry import register_modality
 from tltf.modalities.text_files import TEXT_EXTENSIONS, check_texts, read_text_file
 
 # Training batches: sort pools of this many batches by length, so a batch holds similar lengths.
