@@ -128,7 +128,9 @@ def test_a_new_modality_loads_class_folders(vector_modality, tmp_path):
 
 
 def test_options_of_other_modalities_are_refused_by_name(vector_modality):
-    with pytest.raises(tltf.SpecError, match="augment= is for image backbones; mlp:tiny is vector"):
+    with pytest.raises(
+        tltf.SpecError, match="augment= is for image or audio backbones; mlp:tiny is vector"
+    ):
         tltf.build("mlp:tiny", num_classes=2, augment="light")
     with pytest.raises(tltf.SpecError, match="modality 'sound'"):
         get_modality("sound")

@@ -122,7 +122,7 @@ def test_augmentation_is_active_in_training_only_and_exports(tmp_path, tiny_bert
     np.testing.assert_array_equal(pre(x, training=False), x)
     path = tltf.export(model, str(tmp_path / "aug"))  # parity check: served == inference
     assert path.endswith("1")
-    with pytest.raises(tltf.SpecError, match="for image backbones"):
+    with pytest.raises(tltf.SpecError, match="for image or audio backbones"):
         tltf.build(f"keras_hub:{tiny_bert_dir}", num_classes=2, sequence_length=16, augment="light")
 
 

@@ -58,18 +58,20 @@ class LogMel(keras.layers.Layer):
 
     def call(self, waveforms: Any) -> Any:
         x = tf.cast(waveforms, tf.float32) * self.input_scale
-        n = self.frames(int(x.shape[-1])) if x.shape[-1] is not None else None
         start = (self.fft_length - self.window) // 2  # the window sits in the frame's middle
+        if x.shape[-1] is not None:  # exactly the samples of the frames (no slicing after)
+            n = self.frames(int(x.shape[-1]))
+            x = x[:, start : start + (n - 1) * self.step + self.window]
+        else:
+            x = x[:, start:]
         spectrum = tf.signal.stft(
-            x[:, start:],
+            x,
             frame_length=self.window,
             frame_step=self.step,
             fft_length=self.fft_length,
             window_fn=tf.signal.hann_window,
             pad_end=False,
         )
-        if n is not None:
-            spectrum = spectrum[:, :n]
         power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
         db = 10.0 * tf.math.log(tf.maximum(power @ self.mel, self.floor)) / np.log(10.0)
         db = tf.maximum(db, tf.reduce_max(db, axis=[1, 2], keepdims=True) - self.top_db)
