@@ -314,7 +314,7 @@ def test_export_refuses_bad_arguments(tmp_path, exports, text_model):
         tltf.export(text_model, topics, version=1)
     with pytest.raises(ExportError, match="positive integers"):
         tltf.export(text_model, str(tmp_path), version=0)
-    with pytest.raises(ExportError, match="tflite.*image models"):
+    with pytest.raises(ExportError, match="tflite.*image and audio models"):
         tltf.export(text_model, str(tmp_path), formats=["saved_model", "tflite"])
     with pytest.raises(ExportError, match="formats="):
         tltf.export(text_model, str(tmp_path), formats=["onnx"])
