@@ -192,14 +192,7 @@ def load(
         modality, raw = "image", {"shape": list(input_shape), "dtype": "float32"}
     elif first.dtype.is_floating and first.shape.rank in (1, 2):
         samples = int(round(clip_seconds * 16000))
-        if first.shape.rank == 1:  # one waveform per call: the layer maps over the batch
-            layer = HubModule(
-                folder,
-                endpoint=endpoint,
-                output_key=output_key,
-                per_example=True,
-                name="hub_module",
-            )
+        layer.per_example = first.shape.rank == 1  # one waveform per call: map over the batch
         inputs = keras.Input((samples,), name="waveforms")
         outputs = layer(inputs)
         if isinstance(outputs, (tuple, list)):
