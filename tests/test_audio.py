@@ -247,6 +247,85 @@ def test_augmentation_moves_waveforms_in_training_only():
         )
 
 
+def test_recorded_background_noise_is_mixed_at_the_snr_and_saved_with_the_model(tmp_path):
+    from tltf.modalities.audio_layers import AudioAugment
+
+    t = np.arange(16000) / 16000
+    waves = np.stack([0.5 * np.sin(2 * np.pi * 300 * t)] * 4).astype("float32")
+    hum = (0.1 * np.sin(2 * np.pi * 50 * np.arange(8000) / 16000)).astype("float32")
+    (tmp_path / "noise" / "kitchen").mkdir(parents=True)
+    (tmp_path / "noise" / "kitchen" / "hum.wav").write_bytes(encode_wav(hum))
+    (tmp_path / "noise" / "notes.txt").write_text("not audio")
+    model = tltf.build(
+        tltf.load_backbone("speech:openwakeword", clip_seconds=1.0),
+        class_names=["a", "b"],
+        augment="strong",
+        noise=str(tmp_path / "noise"),  # a folder, searched below it
+    )
+    layer = model.get_layer("augmentation_strong")
+    np.testing.assert_allclose(layer.noise.numpy(), hum, atol=1 / 32768)
+    quiet = AudioAugment(gain_db=0, shift_seconds=0, snr_db=(10, 10), noise=hum, seed=1)
+    added = quiet(waves, training=True).numpy() - waves
+    snr = 10 * np.log10(np.mean(waves**2) / np.mean(added**2, axis=1))
+    np.testing.assert_allclose(snr, 10, atol=0.01)
+    spectrum = np.abs(np.fft.rfft(added[0]))  # the hum (50 Hz), wrapped around, not white
+    assert np.argmax(spectrum) == 50 and spectrum[50] > 20 * np.median(spectrum)
+
+    model.save(tmp_path / "noisy.keras")
+    loaded = tltf.load_model(str(tmp_path / "noisy.keras"))
+    np.testing.assert_array_equal(
+        loaded.get_layer("augmentation_strong").noise.numpy(), layer.noise
+    )
+    backbone = tltf.load_backbone("speech:openwakeword", clip_seconds=1.0)
+    with pytest.raises(tltf.SpecError, match="add augment='light'"):
+        tltf.build(backbone, num_classes=2, noise=hum)
+    (tmp_path / "empty").mkdir()
+    for where, message in [("empty", "no .wav files in this folder"), ("x", "no such file")]:
+        with pytest.raises(DataError, match=message):
+            tltf.build(backbone, num_classes=2, augment="light", noise=str(tmp_path / where))
+    with pytest.raises(DataError, match="notes.txt: "):
+        tltf.build(
+            backbone, num_classes=2, augment="light", noise=[str(tmp_path / "noise" / "notes.txt")]
+        )
+    with pytest.raises(tltf.SpecError, match="noise= is for audio backbones"):
+        tltf.build(
+            "keras:MobileNet", num_classes=2, weights=None, input_shape=(32, 32, 3), noise=hum
+        )
+
+
+def test_long_clips_are_cropped_at_random_in_training_and_centred_in_evaluation():
+    rng = np.random.default_rng(0)
+    waves = [rng.uniform(-0.5, 0.5, n).astype("float32") for n in (3200, 1700, 2000)]
+    data = tltf.data.from_arrays(waves, np.array(["a", "b", "a"]))
+    spec = {"dtype": "float32", "shape": [2000], "sample_rate": 16000}
+    assert data.fit_report(spec) == (
+        "arrays: 3 clips; 1 shorter than 0.125 s, padded with silence; "
+        "1 longer, cropped at random in training and to their middle in evaluation"
+    )
+    ((x_eval, _),) = data.as_tf_dataset(8, training=False, input_spec=spec)
+    np.testing.assert_array_equal(x_eval, np.stack([fit_length(w, 2000) for w in waves]))
+    train = data.as_tf_dataset(8, training=True, input_spec=spec, seed=3)
+    starts = set()
+    for _ in range(6):  # a new crop each epoch, always a contiguous part of the clip
+        for x, y in train:
+            assert x.shape == (3, 2000)
+            for row, label in zip(x.numpy(), y.numpy(), strict=True):
+                if not np.any(row == 0) and label == 0 and not np.array_equal(row, waves[2]):
+                    start = int(np.flatnonzero(waves[0] == row[0])[0])
+                    np.testing.assert_array_equal(row, waves[0][start : start + 2000])
+                    starts.add(start)
+                elif np.any(row == 0):  # the short clip, padded on both sides
+                    np.testing.assert_array_equal(row, fit_length(waves[1], 2000))
+    assert len(starts) >= 5
+    first = [  # the same seed, the same epochs
+        [x.numpy() for x, _ in data.as_tf_dataset(8, training=True, input_spec=spec, seed=3)]
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(*first)
+    same = tltf.data.from_arrays([w[:2000] for w in waves if len(w) >= 2000], np.array(["a", "b"]))
+    assert same.fit_report(spec) == ""
+
+
 def test_detect_finds_the_wake_word_in_a_long_recording(wake_data, tmp_path):
     from cli_util import run_cli
 
@@ -284,6 +363,7 @@ def test_cli_trains_evaluates_and_predicts_an_audio_folder(tmp_path):
     code, out, err = run_cli(argv)  # no --backbone: the audio modality's, speech:openwakeword
     assert code == 0, err
     assert "backbone=speech:openwakeword" in out and "held-out accuracy" in out
+    assert "28 clips; 28 shorter than 2 s, padded with silence" in out  # 0.7-1.6 s clips
     assert "SavedModel prediction:" in out and "s of audio>" in out
     export = str(tmp_path / "export" / "wakeword")  # named after the data folder
     code, out, err = run_cli(["evaluate", export, "--data", os.path.join(EXAMPLE, "test")])

@@ -38,6 +38,7 @@ def build(
     tpu: str | None = None,
     augment: str = "none",
     background: float | tuple[float, float, float] | None = None,
+    noise: Any = None,
     **backbone_options: Any,
 ) -> Any:
     """Builds a transfer-learning model: pretrained backbone, chosen groups trainable, new head.
@@ -71,6 +72,9 @@ def build(
         background: image models: the colour (0-255 grey, or ``(r, g, b)``) that
             transparent pixels are flattened onto, in training and in the export's
             ``image_bytes`` decode alike; default white.
+        noise: audio models with `augment`: recorded background noise to mix in at the
+            preset's SNR instead of white noise (a folder of WAV files, a WAV file, a
+            list of them, or a 16 kHz waveform); kept in the model as a fixed weight.
         lr_decay: per-group learning rates: a factor (each group down from the top
             trains at that share of the rate above it; the head at the full rate) or
             ``{group: multiplier}``; stored in `tltf.info` (see `tltf.rates`).
@@ -118,9 +122,10 @@ def build(
             f"not {bb.modality} input; fix the source's Backbone(modality=..., input_spec=...)."
         )
     inputs = mod.inputs(bb.input_spec, task_obj)
-    options = {"augment": augment, "background": background}
+    options = {"augment": augment, "background": background, "noise": noise}
     for option, value in options.items():
-        if value not in (None, "none") and option not in mod.build_options:
+        unset = value is None or (isinstance(value, str) and value == "none")
+        if not unset and option not in mod.build_options:
             owners = [m.name for m in modalities() if option in m.build_options]
             raise SpecError(
                 f"{option}= is for {' or '.join(owners)} backbones; {bb.spec} is {bb.modality}."

@@ -129,6 +129,9 @@ def fine_tune(
         if held is not None:
             keep = np.setdiff1d(np.arange(num_examples(train)), held)
             train, validation_data = subset(whole, keep), subset(whole, held)
+    report = whole.fit_report(meta["input_spec"]) if hasattr(whole, "fit_report") else ""
+    if report and verbose != 0:
+        print(f"tltf: {report}", flush=True)
     if fit_kwargs.get("class_weight") == "balanced":
         if not hasattr(train, "class_weight"):
             raise DataError(

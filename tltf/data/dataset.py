@@ -256,6 +256,16 @@ class Dataset:
             new.targets = targets
         return new
 
+    def fit_report(self, input_spec: dict) -> str:
+        """How batches fit these examples to a model's input (audio: clips padded or
+        cropped to the model's clip length), or "" when there is nothing to say.
+
+        Example:
+            >>> train.fit_report(tltf.info(model)["input_spec"])
+            'clips/train: 40 clips; 3 shorter than 2 s, padded with silence'
+        """
+        return get_modality(self.modality).fit_report(self, input_spec)
+
     def as_tf_dataset(
         self,
         batch_size: int,

@@ -186,9 +186,9 @@ def from_arrays(
     modality, xs = next(((name, v) for name, v in claimed if v is not None), (None, xs))
     if modality is None:
         raise DataError(
-            f"{source}: x of shape {xs.shape} and dtype {xs.dtype}; give a list of strings "
-            "or an image array [N, H, W, C] (images of different sizes: save them to a "
-            "folder and use from_directory)."
+            f"{source}: x of shape {xs.shape} and dtype {xs.dtype}; give a list of strings, "
+            "an image array [N, H, W, C] or 16 kHz waveforms [N, samples] (images of different "
+            "sizes: save them to a folder and use from_directory)."
         )
 
     def where(i: int) -> str:
@@ -240,6 +240,10 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
         values = values.to_numpy()
     if isinstance(values, (list, tuple)) and values and isinstance(values[0], str):
         return np.array(values, dtype=object)
+    if isinstance(values, (list, tuple)) and len({np.shape(v) for v in values}) > 1:
+        ragged = np.empty(len(values), dtype=object)  # e.g. waveforms of different lengths
+        ragged[:] = list(values)
+        return ragged
     return np.asarray(values)
 
 

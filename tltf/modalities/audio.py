@@ -23,6 +23,8 @@ from tltf.modalities.audio_files import (
     encode_wav,
     fit_length,
     is_wav_file,
+    load_noise,
+    random_crop_graph,
     scan_audio,
 )
 from tltf.modalities.base import Loaded, Modality, file_bytes
@@ -39,7 +41,7 @@ class Audio(Modality):
     default_backbone = "speech:openwakeword"
     tflite_signature = "serving_waveform"
     layer_modules = ("tltf.modalities.audio_layers",)
-    build_options = ("augment",)
+    build_options = ("augment", "noise")
 
     def accepts(self, input_spec: dict) -> bool:
         return (
@@ -57,11 +59,19 @@ class Audio(Modality):
         from tltf.errors import SpecError
         from tltf.modalities.audio_layers import AUGMENT_PRESETS, AudioAugment
 
-        augment = options.get("augment", "none")
+        augment, noise = options.get("augment", "none"), options.get("noise")
         if augment not in AUGMENT_PRESETS:
             raise SpecError(f"augment={augment!r}; audio takes one of {list(AUGMENT_PRESETS)}.")
+        if noise is not None and not AUGMENT_PRESETS[augment]:
+            raise SpecError(
+                "noise= is mixed in by the augmentation; add augment='light' (20-40 dB SNR) "
+                "or augment='strong' (5-20 dB)."
+            )
         if AUGMENT_PRESETS[augment]:
-            x = AudioAugment(**AUGMENT_PRESETS[augment], name=f"augmentation_{augment}")(x)
+            background = None if noise is None else load_noise(noise)
+            x = AudioAugment(
+                **AUGMENT_PRESETS[augment], noise=background, name=f"augmentation_{augment}"
+            )(x)
         return x, {}
 
     # -- data -------------------------------------------------------------------
@@ -89,10 +99,24 @@ class Audio(Modality):
         return waves
 
     def batches(self, data, y, batch_size, *, training, seed, input_spec, cache) -> Any:
-        """Float32 waveforms ``[B, samples]``, each clip fitted to the spec's length."""
+        """Float32 waveforms ``[B, samples]``, each clip fitted to the spec's length.
+
+        Training crops each longer clip at a random place, another each epoch;
+        evaluation takes its middle. Shorter clips are padded on both sides.
+        """
         import tensorflow as tf
 
         samples = int(input_spec["shape"][0])
+        lengths = np.array([len(w) for w in data.x], dtype=np.int64)
+        if training and np.any(lengths > samples):
+            waves = tf.RaggedTensor.from_row_lengths(np.concatenate(data.x), lengths)
+            ds = tf.data.Dataset.from_tensor_slices((waves, y)).shuffle(len(data), seed=seed)
+            draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            return (
+                tf.data.Dataset.zip(ds, draws)
+                .map(lambda clip, draw: (random_crop_graph(clip[0], samples, draw), clip[1]))
+                .batch(batch_size)
+            )
         x = (
             np.stack([fit_length(w, samples) for w in data.x])
             if len(data)
@@ -100,6 +124,21 @@ class Audio(Modality):
         )
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         return (ds.shuffle(len(data), seed=seed) if training else ds).batch(batch_size)
+
+    def fit_report(self, data: Any, input_spec: dict) -> str:
+        """How many clips are shorter than the model's clip (padded) or longer (cropped)."""
+        samples = int(input_spec["shape"][0])
+        lengths = np.array([len(w) for w in data.x])
+        short, long = int(np.sum(lengths < samples)), int(np.sum(lengths > samples))
+        if not short and not long:
+            return ""
+        seconds = f"{samples / SAMPLE_RATE:g} s"
+        parts = [f"{short} shorter than {seconds}, padded with silence"] if short else []
+        if long:
+            parts.append(
+                f"{long} longer, cropped at random in training and to their middle in evaluation"
+            )
+        return f"{data.source}: {len(data)} clips; {'; '.join(parts)}"
 
     def fingerprint(self, data: Any, items: Any) -> None:
         items(np.array([np.asarray(w, "float32").tobytes() for w in data.x], dtype=object))

@@ -147,6 +147,43 @@ def scan_audio(
     return waves, keep, skipped
 
 
+def load_noise(noise: Any) -> np.ndarray:
+    """Background noise for `AudioAugment`: one 16 kHz waveform from a folder of WAV
+    files (searched below it), a WAV file, a list of them, or a waveform.
+
+    Raises `DataError` naming the file that cannot be read, or saying that none was found.
+    """
+    if isinstance(noise, np.ndarray):
+        wave = noise.astype("float32").reshape(-1)
+        what = "noise waveform"
+    else:
+        paths = [noise] if isinstance(noise, (str, os.PathLike)) else list(noise)
+        files = []
+        for path in map(str, paths):
+            if os.path.isdir(path):
+                found = sorted(
+                    os.path.join(root, name)
+                    for root, _, names in os.walk(path)
+                    for name in names
+                    if is_wav_file(name)
+                )
+                if not found:
+                    raise DataError(f"noise={path!r}: no .wav files in this folder.")
+                files += found
+            elif os.path.isfile(path):
+                files.append(path)
+            else:
+                raise DataError(f"noise={path!r}: no such file or folder.")
+        waves = [resample(*read_wav(path)) for path in files]
+        wave = np.concatenate(waves) if waves else np.zeros(0, "float32")
+        what = f"noise={noise!r}"
+    if len(wave) < SAMPLE_RATE // 10 or not np.all(np.isfinite(wave)) or not np.any(wave):
+        raise DataError(
+            f"{what}: give at least 0.1 s of finite, non-silent 16 kHz audio in [-1, 1]."
+        )
+    return wave
+
+
 def decode_wav_graph(wav_bytes: Any, samples: int) -> Any:
     """WAV bytes ``[N]`` -> float32 ``[N, samples]`` at `SAMPLE_RATE`, in the graph.
 
@@ -189,6 +226,21 @@ def fit_length_graph(wave: Any, samples: int) -> Any:
     wave = wave[start : start + samples]
     short = samples - tf.shape(wave)[0]
     return tf.ensure_shape(tf.pad(wave, [[short // 2, short - short // 2]]), [samples])
+
+
+def random_crop_graph(wave: Any, samples: int, draw: Any) -> Any:
+    """A `samples`-long part of a longer `wave`, chosen by the random int64 `draw`;
+    a shorter `wave` as `fit_length_graph`.
+
+    Training crops long clips at random (each epoch another part) and evaluation
+    takes their middle, so the model sees all of a long clip without training on
+    one fixed cut of it.
+    """
+    import tensorflow as tf
+
+    extra = tf.cast(tf.maximum(tf.shape(wave)[0] - samples, 0), tf.int64)
+    start = tf.cast(tf.math.floormod(draw, extra + 1), tf.int32)
+    return fit_length_graph(wave[start : start + samples], samples)
 
 
 def encode_wav(wave: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:

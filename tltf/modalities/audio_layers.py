@@ -176,9 +176,12 @@ class AudioAugment(keras.layers.Layer):
     """Waveform augmentation, active in training only: gain, time shift, noise at an SNR.
 
     Each clip of a batch gets its own draw: a gain of up to ±`gain_db` dB, a shift
-    of up to ±`shift_seconds` (the clip moves in time, silence fills in), and white
-    noise at a signal-to-noise ratio drawn from `snr_db` (dB). At inference it
-    passes the waveforms through.
+    of up to ±`shift_seconds` (the clip moves in time, silence fills in), and noise
+    at a signal-to-noise ratio drawn from `snr_db` (dB). The noise is white, or a
+    random stretch of the recorded background `noise` (a 16 kHz waveform: a room,
+    a street, music; wrapped around where a clip is longer), which the layer keeps
+    as a fixed weight so that a saved model trains on again as it did. At
+    inference it passes the waveforms through.
 
     Example:
         >>> AudioAugment(gain_db=6, shift_seconds=0.1, snr_db=(10, 30))(waves, training=True)
@@ -191,12 +194,22 @@ class AudioAugment(keras.layers.Layer):
         snr_db: tuple[float, float] = (20.0, 40.0),
         sample_rate: int = 16000,
         seed: int | None = None,
+        noise: Any = None,
+        noise_samples: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.gain_db, self.shift_seconds = float(gain_db), float(shift_seconds)
         self.snr_db, self.sample_rate, self.seed = tuple(map(float, snr_db)), int(sample_rate), seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.noise_samples = int(noise_samples if noise is None else len(noise))
+        self.noise = None
+        if self.noise_samples:
+            self.noise = self.add_weight(
+                shape=(self.noise_samples,), initializer="zeros", trainable=False, name="noise"
+            )
+            if noise is not None:
+                self.noise.assign(np.asarray(noise, dtype="float32"))
 
     def call(self, waves: Any, training: bool | None = None) -> Any:
         if not training:
@@ -214,10 +227,16 @@ class AudioAugment(keras.layers.Layer):
             inside = (index >= 0) & (index < length)
             x = tf.gather(x, tf.clip_by_value(index, 0, length - 1), batch_dims=1)
             x = tf.where(inside, x, 0.0)
+        if self.noise is None:
+            noise = keras.random.normal(tf.shape(x), seed=self.seed_generator)
+        else:  # a random stretch of the recording per clip
+            start = tf.cast(uniform(0, self.noise_samples), tf.int32)
+            index = (start + tf.range(length)[None, :]) % self.noise_samples
+            noise = tf.gather(tf.convert_to_tensor(self.noise), index)
         power = tf.reduce_mean(x**2, axis=1, keepdims=True)
-        noise_power = power / 10.0 ** (uniform(*self.snr_db) / 10.0)
-        noise = keras.random.normal(tf.shape(x), seed=self.seed_generator)
-        return x + noise * tf.sqrt(noise_power)
+        noise_power = tf.reduce_mean(noise**2, axis=1, keepdims=True) + 1e-12
+        wanted = power / 10.0 ** (uniform(*self.snr_db) / 10.0)
+        return x + noise * tf.sqrt(wanted / noise_power)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
@@ -230,4 +249,5 @@ class AudioAugment(keras.layers.Layer):
             "snr_db": list(self.snr_db),
             "sample_rate": self.sample_rate,
             "seed": self.seed,
+            "noise_samples": self.noise_samples,
         }

@@ -232,6 +232,15 @@ class Modality:
         ds = tf.data.Dataset.from_tensor_slices((np.asarray(data.x), y))
         return (ds.shuffle(len(data), seed=seed) if training else ds).batch(batch_size)
 
+    def fit_report(self, data: Any, input_spec: dict) -> str:
+        """A line on how training fits `data` to the model's input, or "" (nothing to say).
+
+        Example:
+            >>> get_modality("audio").fit_report(train, meta["input_spec"])
+            'clips/train: 40 clips; 3 shorter than 2 s, padded with silence'
+        """
+        return ""
+
     # -- the feature cache --------------------------------------------------------
     def example_lengths(self, data: Any) -> np.ndarray | None:
         """A size per example to sort the extraction by (texts: characters), or None.
