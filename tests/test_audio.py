@@ -447,3 +447,29 @@ def test_tflite_export_of_the_waveform_signature_matches_keras(tmp_path):
     np.testing.assert_allclose(
         run(waveforms=waves)["scores"], tf.nn.softmax(model(waves)), atol=1e-4
     )
+
+
+def test_multilabel_sound_events_train_and_serve_their_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+
+    def clip(tone: int, buzz: int) -> np.ndarray:  # a 440 Hz tone, a square buzz, both, none
+        wave = 0.01 * rng.standard_normal(16000)
+        wave += tone * 0.3 * np.sin(2 * np.pi * 440 * t)
+        wave += buzz * 0.3 * np.sign(np.sin(2 * np.pi * 97 * t)) * (t > 0.5)
+        return wave.astype("float32")
+
+    labels = [(a, b) for a in (0, 1) for b in (0, 1)] * 4
+    x, y = np.stack([clip(*pair) for pair in labels]), np.array(labels, dtype="float32")
+    backbone = tltf.load_backbone("speech:openwakeword", clip_seconds=1.0)
+    model = tltf.build(backbone, task="multilabel", class_names=["tone", "buzz"])
+    tltf.fine_tune(model, (x, y), epochs=20, verbose=0)
+    np.testing.assert_array_equal(model.predict(x[:4], verbose=0) > 0, y[:4])
+    served = tf.saved_model.load(tltf.export(model, str(tmp_path / "events")))
+    out = served.signatures["serving_waveform"](waveforms=tf.constant(x[:4]))
+    assert out["labels"].numpy().tolist() == [
+        [b"", b""],
+        [b"buzz", b""],
+        [b"tone", b""],
+        [b"buzz", b"tone"],
+    ]
