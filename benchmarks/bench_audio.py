@@ -14,7 +14,10 @@ that no training clip uses. Arms, each with tltf's defaults:
 - ``probe_lr``: scikit-learn's logistic regression on the frozen embedding;
 - ``frozen``: ``speech:openwakeword`` with ``freeze="all"`` (features cached), and
   ``frozen_mean`` / ``frozen_flatten`` with each pooling of the embeddings;
-- ``top2``: the same with its top two groups fine-tuned.
+- ``top2``: the same with its top two groups fine-tuned;
+- ``frozen_mean_shift`` / ``top2_shift``: ``frozen_mean`` / ``top2`` trained on clips
+  moved at random by up to 0.6 s in the window (``augment={"shift_seconds": 0.6}``), so
+  that they find the word anywhere in it.
 
 Reported: accuracy on the test clips as loaded (centred in the window, as in training)
 and ``shifted`` (each test clip at a random place in the window, as in a stream), false
@@ -35,7 +38,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import finish, parser  # noqa: E402
 
 SPEC = "speech:openwakeword"
-ARMS = ("scratch", "probe_lr", "frozen", "frozen_mean", "frozen_flatten", "top2")
+ARMS = (
+    "scratch",
+    "probe_lr",
+    "frozen",
+    "frozen_mean",
+    "frozen_flatten",
+    "top2",
+    "frozen_mean_shift",
+    "top2_shift",
+)
+SHIFT = {"shift_seconds": 0.6}  # the "light" augmentation, moving clips up to 0.6 s
 WAKE = "hey_tiltef"
 
 
@@ -125,6 +138,8 @@ def run_arm(arm: str, sub, test, seed: int, cache: str) -> dict:
             "frozen_mean": {"freeze": "all", "pooling": "mean"},
             "frozen_flatten": {"freeze": "all", "pooling": "flatten"},
             "top2": {"freeze": "top:2"},
+            "frozen_mean_shift": {"freeze": "all", "pooling": "mean", "augment": SHIFT},
+            "top2_shift": {"freeze": "top:2", "augment": SHIFT},
         }[arm]
         model = tltf.build(SPEC, class_names=sub.class_names, **options)
         tltf.fine_tune(model, sub, seed=seed, cache_dir=cache, verbose=0)

@@ -245,6 +245,18 @@ def test_augmentation_moves_waveforms_in_training_only():
             num_classes=2,
             augment="heavy",
         )
+    custom = tltf.build(
+        tltf.load_backbone("speech:openwakeword", clip_seconds=1.0),
+        num_classes=2,
+        augment={"shift_seconds": 0.5},  # the light preset, shifted further
+    ).get_layer("augmentation_custom")
+    assert (custom.shift_seconds, custom.gain_db, custom.snr_db) == (0.5, 3.0, (20.0, 40.0))
+    with pytest.raises(tltf.SpecError, match="unknown setting 'shift'"):
+        tltf.build(
+            tltf.load_backbone("speech:openwakeword", clip_seconds=1.0),
+            num_classes=2,
+            augment={"shift": 0.5},
+        )
 
 
 def test_recorded_background_noise_is_mixed_at_the_snr_and_saved_with_the_model(tmp_path):

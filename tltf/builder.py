@@ -36,7 +36,7 @@ def build(
     precision: str = "auto",
     jit_compile: bool | str = "auto",
     tpu: str | None = None,
-    augment: str = "none",
+    augment: str | dict = "none",
     background: float | tuple[float, float, float] | None = None,
     noise: Any = None,
     **backbone_options: Any,
@@ -65,7 +65,8 @@ def build(
             (or 1e-3 when only the head trains).
         augment: ``"none"``, ``"light"`` or ``"strong"``: for images flips, rotation, zoom,
             contrast (`tltf.data.augmentation_layers`); for audio gain, time shift and
-            noise at an SNR (`tltf.modalities.audio_layers.AudioAugment`). Placed right
+            noise at an SNR (`tltf.modalities.audio_layers.AudioAugment`; a dict such as
+            ``{"shift_seconds": 0.5}`` changes the "light" preset's settings). Placed right
             after the raw input; active only in training, so exports do not run it. Any
             augmentation turns feature caching off after the head's warm-up, since the
             frozen backbone then sees new inputs each epoch.

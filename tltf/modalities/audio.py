@@ -60,18 +60,29 @@ class Audio(Modality):
         from tltf.modalities.audio_layers import AUGMENT_PRESETS, AudioAugment
 
         augment, noise = options.get("augment", "none"), options.get("noise")
-        if augment not in AUGMENT_PRESETS:
-            raise SpecError(f"augment={augment!r}; audio takes one of {list(AUGMENT_PRESETS)}.")
-        if noise is not None and not AUGMENT_PRESETS[augment]:
+        if isinstance(augment, dict):  # the "light" preset with some settings changed
+            unknown = sorted(set(augment) - set(AUGMENT_PRESETS["light"]))
+            if unknown:
+                raise SpecError(
+                    f"augment={augment!r}: unknown setting {unknown[0]!r}; audio takes "
+                    f"{sorted(AUGMENT_PRESETS['light'])}."
+                )
+            settings, name = {**AUGMENT_PRESETS["light"], **augment}, "custom"
+        elif isinstance(augment, str) and augment in AUGMENT_PRESETS:
+            settings, name = AUGMENT_PRESETS[augment], augment
+        else:
+            raise SpecError(
+                f"augment={augment!r}; audio takes one of {list(AUGMENT_PRESETS)}, or a dict "
+                f"of {sorted(AUGMENT_PRESETS['light'])}."
+            )
+        if noise is not None and not settings:
             raise SpecError(
                 "noise= is mixed in by the augmentation; add augment='light' (20-40 dB SNR) "
                 "or augment='strong' (5-20 dB)."
             )
-        if AUGMENT_PRESETS[augment]:
+        if settings:
             background = None if noise is None else load_noise(noise)
-            x = AudioAugment(
-                **AUGMENT_PRESETS[augment], noise=background, name=f"augmentation_{augment}"
-            )(x)
+            x = AudioAugment(**settings, noise=background, name=f"augmentation_{name}")(x)
         return x, {}
 
     # -- data -------------------------------------------------------------------
