@@ -66,7 +66,9 @@ def test_loss_and_metrics_overrides_survive_set_freeze_and_fine_tune(tiny_bert_d
         metrics=[keras.metrics.MeanSquaredError(name="mse")],
     )
     tltf.set_freeze(model, "top:2")
-    history = tltf.fine_tune(model, (TEXTS, np.arange(8.0)), epochs=1, batch_size=4, verbose=0)
+    history = tltf.fine_tune(
+        model, (TEXTS, np.arange(8.0)), epochs=1, freeze_epochs=1, batch_size=4, verbose=0
+    )
     assert model.loss == "mean_absolute_error"
     assert {"loss", "mse"} <= set(history.history) and "mae" not in history.history
 
