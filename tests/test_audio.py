@@ -485,3 +485,23 @@ def test_multilabel_sound_events_train_and_serve_their_labels(tmp_path):
         [b"tone", b""],
         [b"buzz", b"tone"],
     ]
+
+
+def test_task_a_audio_model_is_the_backbone_of_task_b(wake_data, tmp_path):
+    train, _ = wake_data
+    backbone = tltf.load_backbone("speech:openwakeword", clip_seconds=1.0, pooling="mean")
+    task_a = tltf.build(backbone, class_names=train.class_names, freeze="top:1", augment="light")
+    tltf.fine_tune(task_a, train, epochs=1, freeze_epochs=1, verbose=0)
+    task_a.save(tmp_path / "task_a.keras")
+
+    bb = tltf.load_backbone(f"file:{tmp_path / 'task_a.keras'}")
+    assert bb.modality == "audio" and bb.input_spec["shape"] == [16000]
+    assert list(bb.groups) == ["block1", "block2", "block3", "block4", "block5", "top"]
+    waves = np.stack([fit_length(w, 16000) for w in train.x[:3]])
+    expected = task_a.get_layer("backbone")(task_a.get_layer("log_mel")(waves))
+    np.testing.assert_allclose(bb.model(bb.preprocessor(waves)), expected, atol=1e-5)
+    fresh = tltf.load_backbone("speech:openwakeword", clip_seconds=1.0, pooling="mean")
+    assert not np.allclose(fresh.model(fresh.preprocessor(waves)), expected, atol=1e-3)  # task A's
+    task_b = tltf.build(bb, class_names=["x", "y", "z"], freeze="top:1")
+    assert not [layer for layer in task_b.layers if layer.name.startswith("augmentation")]
+    assert task_b.predict(waves, verbose=0).shape == (3, 3)
