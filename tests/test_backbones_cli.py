@@ -17,6 +17,7 @@ def test_lists_sources_families_and_naming(capsys):
     assert "size 224-600 (min 32)" in out  # EfficientNet B0-B7
     assert "stem, stage1..stage7, top" in out
     assert "preprocessor=" in out and "KAGGLEHUB_CACHE" in out
+    assert "  speech:openwakeword  audio: openWakeWord's" in out  # listed under audio, spaced
 
 
 def test_presets_come_from_the_installed_keras_hub(capsys):

@@ -114,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
         load_backbone(args.spec, **_options(args.option)).summary()
         return 0
     print("Backbone specs are SOURCE:NAME. Sources:")
+    width = max(len(syntax) for syntax, _ in SOURCES) + 2
     for syntax, what in SOURCES:
-        print(f"  {syntax:<18}{what}")
+        print(f"  {syntax:<{width}}{what}")
     print()
     print(families_table())
     print()
