@@ -505,3 +505,25 @@ def test_task_a_audio_model_is_the_backbone_of_task_b(wake_data, tmp_path):
     task_b = tltf.build(bb, class_names=["x", "y", "z"], freeze="top:1")
     assert not [layer for layer in task_b.layers if layer.name.startswith("augmentation")]
     assert task_b.predict(waves, verbose=0).shape == (3, 3)
+
+
+def test_a_users_own_waveform_network_is_an_audio_backbone(wake_data, tmp_path):
+    train, _ = wake_data
+    inputs = keras.Input((16000,))
+    x = keras.layers.Reshape((16000, 1))(inputs)
+    x = keras.layers.Conv1D(8, 400, strides=160, activation="relu", name="conv1")(x)
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(16, 3, name="conv2")(x))
+    keras.Model(inputs, keras.layers.Dense(5, name="old_head")(x)).save(tmp_path / "own.keras")
+
+    bb = tltf.load_backbone(f"file:{tmp_path / 'own.keras'}", cut=-1)
+    assert bb.modality == "audio" and bb.feature_dim == 16
+    assert bb.input_spec == {"shape": [16000], "dtype": "float32", "sample_rate": 16000}
+    model = tltf.build(bb, class_names=train.class_names, freeze="all")
+    kernel = model.get_layer("backbone").get_layer("conv1").kernel.numpy().copy()
+    tltf.fine_tune(model, train, epochs=2, verbose=0)  # WAV clips fitted to its 1 s
+    np.testing.assert_array_equal(model.get_layer("backbone").get_layer("conv1").kernel, kernel)
+    unsized = keras.Input((None,))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Reshape((-1, 1))(unsized))
+    keras.Model(unsized, keras.layers.Dense(2)(pooled)).save(tmp_path / "any.keras")
+    with pytest.raises(tltf.SpecError, match="waveforms \\[batch, samples\\] of a fixed length"):
+        tltf.load_backbone(f"file:{tmp_path / 'any.keras'}")

@@ -165,11 +165,15 @@ def _from_keras_file(
         modality = "image"
         preprocess = preprocess or _family_preprocessing(model, spec)
         preprocessor = ImagePreprocessing(preprocess, name="image_preprocessing")
+    elif len(raw.shape) == 2 and str(raw.dtype).startswith("float") and raw.shape[1]:
+        modality = "audio"  # 16 kHz waveforms [batch, samples], as tltf's audio models take
+        preprocessor = keras.layers.Identity(name="audio_preprocessing")
     else:
         raise SpecError(
             f"{spec}: input of shape {raw.shape} and dtype {raw.dtype}; tltf takes images "
-            "[batch, H, W, C] or strings."
+            "[batch, H, W, C], strings, or 16 kHz waveforms [batch, samples] of a fixed length."
         )
+    audio = {"sample_rate": 16000} if modality == "audio" else {}
     return Backbone(
         spec=spec,
         modality=modality,
@@ -177,7 +181,7 @@ def _from_keras_file(
         preprocessor=preprocessor,
         groups=layer_groups(model),
         feature_dim=int(features.shape[-1]),
-        input_spec={"shape": list(raw.shape[1:]), "dtype": raw.dtype},
+        input_spec={"shape": list(raw.shape[1:]), "dtype": raw.dtype, **audio},
         default_lr=1e-4,
     )
 
