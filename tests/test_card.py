@@ -101,7 +101,7 @@ def test_a_keras_file_from_before_the_card_still_loads(model, tmp_path):
     classic = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(SpecError, match="was not built by tltf.build"):
         tltf.info(classic)
-    with pytest.raises(SpecError, match="for multilabel models"):
+    with pytest.raises(SpecError, match="a classification model takes \\{class: threshold\\}"):
         tltf.set_threshold(
             tltf.build(
                 "keras:MobileNetV2", class_names=["a", "b"], weights=None, input_shape=(32, 32, 3)

@@ -73,6 +73,26 @@ def test_loss_and_metrics_overrides_survive_set_freeze_and_fine_tune(tiny_bert_d
     assert {"loss", "mse"} <= set(history.history) and "mae" not in history.history
 
 
+def test_a_class_threshold_decides_the_served_label(tiny_bert_dir):
+    model = _build(tiny_bert_dir, "classification", class_names=["wake", "other"], freeze="all")
+    logits = model.get_layer("logits")
+    logits.kernel.assign(np.zeros(logits.kernel.shape, "float32"))
+    logits.bias.assign(np.log([0.7, 0.3]).astype("float32"))  # scores 0.7 / 0.3 for any text
+    task = get_task("classification")
+    served = lambda: task.serve(model, tf.constant(TEXTS[:2]), tltf.info(model))["label"]  # noqa: E731
+    assert served().numpy().tolist() == [b"wake", b"wake"]
+    assert tltf.set_threshold(model, {"wake": 0.8}) == {"wake": 0.8}
+    assert served().numpy().tolist() == [b"other", b"other"]  # 0.7 is under 0.8
+    tltf.set_threshold(model, {"wake": 0.6})
+    assert served().numpy().tolist() == [b"wake", b"wake"]
+    for bad, message in [
+        ({"wak": 0.5}, "not one of the classes"),
+        ({"wake": 1.5}, "in \\(0, 1\\)"),
+    ]:
+        with pytest.raises(SpecError, match=message):
+            tltf.set_threshold(model, bad)
+
+
 def test_multilabel_targets_training_and_serving(tiny_bert_dir):
     names = ["games", "math", "sound"]
     model = _build(

@@ -45,9 +45,12 @@ class Classification(Task):
         scores = tf.nn.softmax(tf.cast(model(inputs, training=False), tf.float32), axis=-1)
         names = tf.constant(class_names)
         top = tf.math.top_k(scores, k=min(5, len(class_names)))
+        thresholds = meta["head"].get("threshold") or {}  # {class: threshold}: set_threshold
+        floor = tf.constant([thresholds.get(c, 0.0) for c in class_names], tf.float32)
+        eligible = tf.where(scores >= floor, scores, -1.0)  # a class under its threshold loses
         return {
             "scores": scores,
-            "label": tf.gather(names, tf.argmax(scores, axis=-1)),
+            "label": tf.gather(names, tf.argmax(eligible, axis=-1)),
             "top_k_labels": tf.gather(names, top.indices),
             "top_k_scores": top.values,
         }
@@ -144,21 +147,44 @@ class Multilabel(Task):
         return {"scores": scores, "predicted": tf.cast(predicted, tf.int32), "labels": labels}
 
 
-def set_threshold(model: Any, threshold: float | list[float]) -> list[float]:
-    """Sets a multilabel model's decision threshold: one number in (0, 1), or one per label.
+def set_threshold(model: Any, threshold: float | list[float] | dict[str, float]) -> Any:
+    """Sets the decision thresholds that the export's labels use.
+
+    Multilabel models: one number in (0, 1), or one per label. Classification
+    models: ``{class: threshold}``; the served ``label`` is then the best class
+    among those at or above their threshold (classes not named always qualify),
+    e.g. a wake word that is only reported at 0.9.
 
     Example:
-        >>> tltf.set_threshold(model, [0.3, 0.5, 0.9])     # sky, tree, water
+        >>> tltf.set_threshold(model, [0.3, 0.5, 0.9])          # multilabel: sky, tree, water
         [0.3, 0.5, 0.9]
+        >>> tltf.set_threshold(model, {"hey_tiltef": 0.9})       # classification
+        {'hey_tiltef': 0.9}
 
-    The served ``predicted`` and ``labels`` of exports made afterwards use it;
-    returns the threshold per label.
+    The served ``predicted`` and ``labels`` (``label``) of exports made afterwards
+    use it; returns the threshold per label (per named class).
     """
     from tltf.metadata import info, update_info
 
     meta = info(model)
+    if meta.task in (Classification.name, TextPair.name):
+        names = list(meta.class_names)
+        if not isinstance(threshold, dict) or not threshold:
+            raise SpecError(
+                f"threshold={threshold!r}: a {meta.task} model takes {{class: threshold}}, "
+                f"e.g. {{{names[0]!r}: 0.9}}."
+            )
+        unknown = [c for c in threshold if c not in names]
+        if unknown:
+            raise SpecError(f"threshold names {unknown[0]!r}, not one of the classes {names}.")
+        values = {c: float(t) for c, t in threshold.items()}
+        _thresholds(list(values.values()), list(values))
+        update_info(model, head={**meta.head, "threshold": values})
+        return values
     if meta.task != Multilabel.name:
-        raise SpecError(f"set_threshold is for multilabel models; this one is {meta.task}.")
+        raise SpecError(
+            f"set_threshold is for classification and multilabel models; this one is {meta.task}."
+        )
     values = _thresholds(threshold, list(meta.class_names))
     keep = threshold if np.isscalar(threshold) else values
     update_info(model, head={**meta.head, "threshold": float(keep) if np.isscalar(keep) else keep})
