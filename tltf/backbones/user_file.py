@@ -42,6 +42,7 @@ from tltf.backbones.fetch import check_sha256
 from tltf.backbones.grouping import fill, grouped
 from tltf.errors import SpecError
 from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info, preprocessing_layers
+from tltf.modalities.audio import MIN_SAMPLES
 
 POOLINGS = ("avg", "max")
 RUN_MODEL = "model.keras"  # what `tltf train` writes into its run folder
@@ -165,13 +166,18 @@ def _from_keras_file(
         modality = "image"
         preprocess = preprocess or _family_preprocessing(model, spec)
         preprocessor = ImagePreprocessing(preprocess, name="image_preprocessing")
-    elif len(raw.shape) == 2 and str(raw.dtype).startswith("float") and raw.shape[1]:
+    elif (
+        len(raw.shape) == 2
+        and str(raw.dtype).startswith("float")
+        and (raw.shape[1] or 0) >= MIN_SAMPLES
+    ):
         modality = "audio"  # 16 kHz waveforms [batch, samples], as tltf's audio models take
         preprocessor = keras.layers.Identity(name="audio_preprocessing")
     else:
         raise SpecError(
             f"{spec}: input of shape {raw.shape} and dtype {raw.dtype}; tltf takes images "
-            "[batch, H, W, C], strings, or 16 kHz waveforms [batch, samples] of a fixed length."
+            "[batch, H, W, C], strings, or 16 kHz waveforms [batch, samples] of a fixed length "
+            f"(at least {MIN_SAMPLES} samples)."
         )
     audio = {"sample_rate": 16000} if modality == "audio" else {}
     return Backbone(
