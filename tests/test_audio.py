@@ -479,12 +479,8 @@ def test_multilabel_sound_events_train_and_serve_their_labels(tmp_path):
     np.testing.assert_array_equal(model.predict(x[:4], verbose=0) > 0, y[:4])
     served = tf.saved_model.load(tltf.export(model, str(tmp_path / "events")))
     out = served.signatures["serving_waveform"](waveforms=tf.constant(x[:4]))
-    assert out["labels"].numpy().tolist() == [
-        [b"", b""],
-        [b"buzz", b""],
-        [b"tone", b""],
-        [b"buzz", b"tone"],
-    ]
+    served_labels = [sorted(filter(None, row)) for row in out["labels"].numpy().tolist()]
+    assert served_labels == [[], [b"buzz"], [b"tone"], [b"buzz", b"tone"]]  # any order
 
 
 def test_task_a_audio_model_is_the_backbone_of_task_b(wake_data, tmp_path):
