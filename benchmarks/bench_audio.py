@@ -163,6 +163,9 @@ def main() -> None:
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--png", help="write accuracy and false rejects against k here")
     p.add_argument(
+        "--cache-dir", help="the feature cache to use and keep (default: a temporary one)"
+    )
+    p.add_argument(
         "--data", help="a folder made by tools/make_wakeword_data.py (default: make one)"
     )
     args = p.parse_args()
@@ -180,6 +183,7 @@ def main() -> None:
             speak_clips(folder, "train", max(ks), TRAIN_VOICES, TRAIN_VARIANTS, seed=0, other=256)
             speak_clips(folder, "test", 100, TEST_VOICES, TEST_VARIANTS, seed=1, other=300)
             print(f"clips spoken in {time.perf_counter() - started:.0f} s -> {folder}", flush=True)
+        cache = args.cache_dir or os.path.join(work, "cache")
         train, test = load(folder)
         print(f"train {len(train)} clips, test {len(test)} (held-out voices)", flush=True)
         cells: dict = {}
@@ -187,9 +191,7 @@ def main() -> None:
             for arm in args.arms.split(","):
                 runs = []
                 for seed in range(args.seeds):
-                    runs.append(
-                        run_arm(arm, pick(train, k, seed), test, seed, os.path.join(work, "cache"))
-                    )
+                    runs.append(run_arm(arm, pick(train, k, seed), test, seed, cache))
                     r = runs[-1]
                     print(
                         f"  k={k:4d} {arm:14s} seed {seed}: accuracy {r['accuracy']:.3f}, "

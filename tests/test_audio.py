@@ -196,8 +196,17 @@ def test_wake_word_trains_frozen_on_cached_features_exports_and_reloads(wake_dat
     keras.utils.set_random_seed(0)
     model = tltf.build("speech:openwakeword", class_names=train.class_names)
     before = [w.numpy().copy() for w in model.get_layer("backbone").weights]
+    assert tltf.info(model)["feature_norm"] == "pending"
     tltf.fine_tune(model, train, cache_dir=str(tmp_path / "cache"), verbose=0)
-    assert os.listdir(tmp_path / "cache")  # the head trained on cached features
+    assert len(os.listdir(tmp_path / "cache")) == 1  # the head trained on cached features
+    # the head standardizes the embedding with the training set's statistics (once)
+    extract = keras.Model(model.inputs, tltf.metadata.features_tensor(model))
+    feats = extract.predict(np.stack([fit_length(w, 32000) for w in train.x]), verbose=0)
+    norm = model.get_layer("feature_norm")
+    np.testing.assert_allclose(norm.mean, feats.mean(axis=0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(norm.std, feats.std(axis=0), rtol=1e-3, atol=1e-3)
+    assert tltf.info(model)["feature_norm"] == "adapted" and feats.std() > 5  # raw: large
+    assert not tltf.feature_cache.adapt_feature_norm(model, train)  # set once, kept
     for a, w in zip(before, model.get_layer("backbone").weights, strict=True):
         np.testing.assert_array_equal(a, w.numpy())
     report = tltf.evaluate(model, test)

@@ -36,6 +36,10 @@ class Backbone:
         pretrained: False for random weights (``weights=None``): `tltf.build` then
             trains BatchNorm statistics, and `tltf.fine_tune` skips the head-only phase
             and trains at `tltf.recipe.SCRATCH_LR`.
+        standardize_features: the head standardizes the features (`tltf.layers.FeatureNorm`,
+            mean and std per feature from the training set), for networks whose features
+            are large and unnormalized, where the head's Adam steps overshoot on raw
+            ones (the speech embedding: +4 to +8 points, `benchmarks/README.md`).
 
     Example:
         >>> bb = tltf.load_backbone("keras:MobileNetV2", weights=None, input_shape=(96, 96, 3))
@@ -52,6 +56,7 @@ class Backbone:
     input_spec: dict
     default_lr: float = 1e-4
     pretrained: bool = True
+    standardize_features: bool = False
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property

@@ -13,7 +13,7 @@ from tltf.distribute import builds_in_scope
 from tltf.errors import SpecError
 from tltf.freezing import BN_POLICIES, set_freeze
 from tltf.heads import get_task, head_options
-from tltf.metadata import BACKBONE_LAYER, INFO_LAYER
+from tltf.metadata import BACKBONE_LAYER, FEATURE_NORM_LAYER, INFO_LAYER
 from tltf.modalities import get_modality, import_layer_modules, modalities
 from tltf.rates import check_lr_decay
 
@@ -155,10 +155,15 @@ def build(
         jit_compile=jit_compile,
         lr_decay=check_lr_decay(lr_decay, list(bb.groups)),
         augment=augment,
+        feature_norm="pending" if bb.standardize_features else None,
     )
     from tltf.layers import TltfInfo
 
     features = TltfInfo(card, name=INFO_LAYER)(features)
+    if bb.standardize_features:
+        from tltf.layers import FeatureNorm
+
+        features = FeatureNorm(name=FEATURE_NORM_LAYER)(features)
     outputs = task_obj.build(features, class_names, opts)
     model = keras.Model(inputs, outputs, name=f"tltf_{task}")
     set_freeze(model, freeze, bn)

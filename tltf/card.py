@@ -91,6 +91,8 @@ class ModelCard:
         lr_decay: per-group rate multipliers (`tltf.set_lr_decay`), or None.
         augment: the augmentation built in, or None.
         target_stats: a regression head's target mean and std (`tltf.adapt_targets`).
+        feature_norm: None, or "pending" / "adapted" for a head that standardizes its
+            features (`tltf.layers.FeatureNorm`).
         extra: keys this version of tltf does not know (kept, not lost).
     """
 
@@ -111,6 +113,7 @@ class ModelCard:
     lr_decay: Any = None
     augment: Any = None
     target_stats: Any = None
+    feature_norm: Any = None
     extra: FrozenDict = dataclasses.field(default_factory=FrozenDict)
 
     def __post_init__(self) -> None:

@@ -197,6 +197,31 @@ def _saved_model_endpoint(module: Any, endpoint: str | None = None) -> tuple[Any
 
 
 @keras.saving.register_keras_serializable(package="tltf")
+class FeatureNorm(keras.layers.Layer):
+    """``(x - mean) / std`` per feature: the head's input for backbones whose features
+    are large and unnormalized (`tltf.Backbone.standardize_features`). `mean` and `std`
+    are weights, set once from the training set's features by
+    `tltf.feature_cache.adapt_feature_norm` (`tltf.fine_tune` does it).
+
+    Example:
+        >>> layer = model.get_layer("feature_norm")      # speech:openwakeword models
+        >>> layer.std.numpy()[:2]
+        array([14.2, 9.8], dtype=float32)
+    """
+
+    def build(self, input_shape: Any) -> None:
+        k = int(input_shape[-1])
+        self.mean = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="mean")
+        self.std = self.add_weight(shape=(k,), initializer="ones", trainable=False, name="std")
+
+    def call(self, x: Any) -> Any:
+        return (x - keras.ops.cast(self.mean, x.dtype)) / keras.ops.cast(self.std, x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="tltf")
 class HubModule(keras.layers.Layer):
     """A TF2 SavedModel (TF-Hub module or Keras export) as a trainable Keras 3 layer.
 

@@ -10,6 +10,7 @@ from tltf.errors import SpecError
 
 INFO_LAYER = "tltf_info"
 BACKBONE_LAYER = "backbone"
+FEATURE_NORM_LAYER = "feature_norm"
 
 
 def info(model: Any) -> ModelCard:

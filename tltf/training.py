@@ -22,7 +22,7 @@ from tltf.batches import to_tf_dataset
 from tltf.compiling import compile_model
 from tltf.distribute import global_batch_size, preflight, shard
 from tltf.errors import DataError, SpecError
-from tltf.feature_cache import fit_head, num_examples, subset, why_not_cached
+from tltf.feature_cache import adapt_feature_norm, fit_head, num_examples, subset, why_not_cached
 from tltf.freezing import apply_plan, plan, trainable_groups
 from tltf.heads import adapt_targets
 from tltf.metadata import info
@@ -141,6 +141,14 @@ def fine_tune(
         fit_kwargs["class_weight"] = train.with_class_names(meta["class_names"]).class_weight()
     if meta.task == "regression" and meta.target_stats is None:
         adapt_targets(model, _targets(train, model))
+    adapt_feature_norm(  # once, for backbones that ask for it (tltf.Backbone)
+        model,
+        whole,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        cache_features=cache_features,
+        verbose=verbose != 0,
+    )
     train_ds = shard(to_tf_dataset(train, model, batch_size, training=True, seed=seed), strategy)
     preflight(train_ds, strategy)
     val_ds = (

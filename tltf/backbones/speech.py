@@ -218,4 +218,5 @@ def load(
         input_spec={"shape": [samples], "dtype": "float32", "sample_rate": SAMPLE_RATE},
         default_lr=1e-4,
         pretrained=weights is not None,
+        standardize_features=True,  # std 16, up to 80: raw, the head lags a probe by 4-5 points
     )

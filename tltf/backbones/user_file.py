@@ -227,6 +227,7 @@ def _from_tltf_model(network: Any, spec: str) -> Backbone:
         groups=dict(meta["groups"]),
         feature_dim=int(inner.output.shape[-1]),
         input_spec=dict(meta["input_spec"]),
+        standardize_features=meta.get("feature_norm") is not None,  # as task A's head did
         **lr,
     )
 

@@ -160,6 +160,64 @@ def fit_head(
     return history
 
 
+def adapt_feature_norm(
+    model: Any,
+    data: Any,
+    *,
+    batch_size: int = 32,
+    cache_dir: str | None = None,
+    cache_features: bool | None = None,
+    verbose: bool = True,
+) -> bool:
+    """Sets the head's `FeatureNorm` mean and std from `data`'s backbone features, once.
+
+    Example:
+        >>> adapt_feature_norm(model, train)        # tltf.fine_tune calls it
+        True
+
+    Only models whose backbone asks for it (`tltf.Backbone.standardize_features`) have
+    the layer; the features come from the cache (the head phase then reuses them), or
+    from one pass over `data` with ``cache_features=False`` or a `tf.data` input.
+    Returns whether it set them (False: no layer, or set before).
+    """
+    import keras
+    import numpy as np
+
+    from tltf.metadata import FEATURE_NORM_LAYER, info, update_info
+
+    if info(model).get("feature_norm") != "pending":
+        return False
+    if cache_features is not False and fingerprintable(data):
+        entry = cached_features(
+            model,
+            data,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            name="training",
+            verbose=verbose,
+        )
+        batches = (x for x, _ in entry.dataset(4096))
+    else:
+        from tltf.batches import to_tf_dataset
+
+        extract = keras.Model(model.inputs, features_tensor(model))
+        ds = to_tf_dataset(data, model, batch_size, training=False)
+        batches = (extract(x, training=False) for x, _ in ds)
+    n, total, squares = 0, 0.0, 0.0
+    for x in batches:
+        x = np.asarray(x, dtype="float64")
+        n, total, squares = n + len(x), total + x.sum(axis=0), squares + (x**2).sum(axis=0)
+    if not n:
+        return False
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean**2, 0.0))
+    layer = model.get_layer(FEATURE_NORM_LAYER)
+    layer.mean.assign(mean.astype("float32"))
+    layer.std.assign(np.where(std > 1e-6, std, 1.0).astype("float32"))
+    update_info(model, feature_norm="adapted")
+    return True
+
+
 def why_not_cached(
     model: Any,
     train: Any,
