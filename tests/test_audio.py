@@ -509,6 +509,7 @@ def test_task_a_audio_model_is_the_backbone_of_task_b(wake_data, tmp_path):
     assert not np.allclose(fresh.model(fresh.preprocessor(waves)), expected, atol=1e-3)  # task A's
     task_b = tltf.build(bb, class_names=["x", "y", "z"], freeze="top:1")
     assert not [layer for layer in task_b.layers if layer.name.startswith("augmentation")]
+    assert tltf.info(task_b)["feature_norm"] == "pending"  # standardized as task A's head was
     assert task_b.predict(waves, verbose=0).shape == (3, 3)
 
 
