@@ -11,7 +11,8 @@ that no training clip uses. Arms, each with tltf's defaults:
 
 - ``scratch``: the same log-mel CNN with random weights, trained from scratch
   (``weights=None``: `tltf.recipe`'s scratch schedule);
-- ``probe_lr``: scikit-learn's logistic regression on the frozen embedding;
+- ``probe_lr``: scikit-learn's logistic regression on the frozen embedding, and
+  ``probe_scaled`` the same after a `StandardScaler`;
 - ``frozen``: ``speech:openwakeword`` with ``freeze="all"`` (features cached), and
   ``frozen_mean`` / ``frozen_flatten`` with each pooling of the embeddings;
 - ``top2``: the same with its top two groups fine-tuned;
@@ -41,6 +42,7 @@ SPEC = "speech:openwakeword"
 ARMS = (
     "scratch",
     "probe_lr",
+    "probe_scaled",
     "frozen",
     "frozen_mean",
     "frozen_flatten",
@@ -118,8 +120,10 @@ def run_arm(arm: str, sub, test, seed: int, cache: str) -> dict:
 
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    if arm == "probe_lr":
+    if arm in ("probe_lr", "probe_scaled"):
         from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
         model = tltf.build(SPEC, class_names=sub.class_names)
         feats = {}
@@ -127,7 +131,8 @@ def run_arm(arm: str, sub, test, seed: int, cache: str) -> dict:
             entry = cached_features(model, data, cache_dir=cache, verbose=False)
             xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in entry.dataset(4096)], strict=True)
             feats[name] = np.concatenate(xs), np.concatenate(ys)
-        lr = LogisticRegression(max_iter=3000).fit(*feats["train"])
+        steps = [StandardScaler()] if arm == "probe_scaled" else []
+        lr = make_pipeline(*steps, LogisticRegression(max_iter=3000)).fit(*feats["train"])
         p = lr.predict_proba(feats["test"][0])[:, sub.class_names.index(WAKE)]
         accuracy = float(lr.score(*feats["test"]))
         shifted = float("nan")
