@@ -42,7 +42,9 @@ from tltf.backbones.fetch import check_sha256
 from tltf.backbones.grouping import fill, grouped
 from tltf.errors import SpecError
 from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info, preprocessing_layers
-from tltf.modalities.audio import MIN_SAMPLES
+from tltf.modalities.audio_files import SAMPLE_RATE
+
+MIN_SAMPLES = SAMPLE_RATE // 10  # 0.1 s: a shorter float input is not a waveform
 
 POOLINGS = ("avg", "max")
 RUN_MODEL = "model.keras"  # what `tltf train` writes into its run folder
@@ -159,6 +161,7 @@ def _from_keras_file(
         raise SpecError(f"{spec}: features of shape {features.shape}; expected [batch, dim].")
     model = keras.Model(inputs, features, name="user_backbone")
     (raw,) = inputs
+    rate: dict = {}  # the input spec's sample rate, for waveforms
     if raw.dtype == "string":
         modality = "text"
         preprocessor = keras.layers.Identity(name="text_preprocessor")
@@ -172,6 +175,7 @@ def _from_keras_file(
         and (raw.shape[1] or 0) >= MIN_SAMPLES
     ):
         modality = "audio"  # 16 kHz waveforms [batch, samples], as tltf's audio models take
+        rate = {"sample_rate": SAMPLE_RATE}
         preprocessor = keras.layers.Identity(name="audio_preprocessing")
     else:
         raise SpecError(
@@ -179,7 +183,6 @@ def _from_keras_file(
             "[batch, H, W, C], strings, or 16 kHz waveforms [batch, samples] of a fixed length "
             f"(at least {MIN_SAMPLES} samples)."
         )
-    audio = {"sample_rate": 16000} if modality == "audio" else {}
     return Backbone(
         spec=spec,
         modality=modality,
@@ -187,7 +190,7 @@ def _from_keras_file(
         preprocessor=preprocessor,
         groups=layer_groups(model),
         feature_dim=int(features.shape[-1]),
-        input_spec={"shape": list(raw.shape[1:]), "dtype": raw.dtype, **audio},
+        input_spec={"shape": list(raw.shape[1:]), "dtype": raw.dtype, **rate},
         default_lr=1e-4,
     )
 

@@ -45,7 +45,7 @@ class Classification(Task):
         scores = tf.nn.softmax(tf.cast(model(inputs, training=False), tf.float32), axis=-1)
         names = tf.constant(class_names)
         top = tf.math.top_k(scores, k=min(5, len(class_names)))
-        thresholds = meta["head"].get("threshold") or {}  # {class: threshold}: set_threshold
+        thresholds = (meta.get("head") or {}).get("threshold") or {}  # {class: t}: set_threshold
         floor = tf.constant([thresholds.get(c, 0.0) for c in class_names], tf.float32)
         eligible = tf.where(scores >= floor, scores, -1.0)  # a class under its threshold loses
         return {
