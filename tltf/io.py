@@ -99,3 +99,17 @@ def latest_version(export_dir: str) -> str:
             f"{export_dir} holds no saved_model.pb and no version folders (1, 2, ...)."
         )
     return os.path.join(export_dir, max(versions, key=int))
+
+
+def files_below(folder: str) -> list[str]:
+    """Every file under `folder`, hidden files and folders left out, in sorted order.
+
+    Example:
+        >>> files_below("photos/cat")
+        ['photos/cat/1.jpg', 'photos/cat/more/2.jpg']
+    """
+    out = []
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(os.path.join(here, f) for f in sorted(files) if not f.startswith("."))
+    return out

@@ -42,9 +42,7 @@ from tltf.backbones.fetch import check_sha256
 from tltf.backbones.grouping import fill, grouped
 from tltf.errors import SpecError
 from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info, preprocessing_layers
-from tltf.modalities.audio_files import SAMPLE_RATE
-
-MIN_SAMPLES = SAMPLE_RATE // 10  # 0.1 s: a shorter float input is not a waveform
+from tltf.modalities.audio_files import MIN_SAMPLES, SAMPLE_RATE
 
 POOLINGS = ("avg", "max")
 RUN_MODEL = "model.keras"  # what `tltf train` writes into its run folder

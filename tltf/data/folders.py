@@ -9,6 +9,7 @@ import numpy as np
 
 from tltf.data.dataset import Dataset, finish, skipped_summary
 from tltf.errors import DataError
+from tltf.io import files_below
 from tltf.modalities import get_modality, modalities
 from tltf.modalities.image_files import MAX_PIXELS
 
@@ -99,14 +100,6 @@ def _subfolders(folder: str) -> list[str]:
     )
 
 
-def _files(folder: str) -> list[str]:
-    out = []
-    for here, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out.extend(os.path.join(here, f) for f in sorted(files) if not f.startswith("."))
-    return out
-
-
 def _load_classes(
     folder: str,
     root: str,
@@ -136,7 +129,7 @@ def _load_classes(
         for f in sorted(os.listdir(folder))
         if not f.startswith(".") and os.path.isfile(os.path.join(folder, f))
     ]
-    files = {c: _files(os.path.join(folder, c)) for c in found}
+    files = {c: files_below(os.path.join(folder, c)) for c in found}
     everything = [f for fs in files.values() for f in fs]
     if modality is None:
         modality = _commonest_kind(folder, everything)

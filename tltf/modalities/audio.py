@@ -17,6 +17,7 @@ import numpy as np
 
 from tltf.errors import DataError, ExportError
 from tltf.modalities.audio_files import (
+    MIN_SAMPLES,
     SAMPLE_RATE,
     WAV_EXTENSIONS,
     decode_wav_graph,
@@ -29,8 +30,6 @@ from tltf.modalities.audio_files import (
 )
 from tltf.modalities.base import Loaded, Modality, file_bytes
 from tltf.modalities.registry import register_modality
-
-MIN_SAMPLES = SAMPLE_RATE // 10  # arrays narrower than 0.1 s are not waveforms
 
 
 class Audio(Modality):

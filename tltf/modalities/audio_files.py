@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from tltf.errors import DataError
+from tltf.io import files_below
 
 SAMPLE_RATE = 16000
+MIN_SAMPLES = SAMPLE_RATE // 10  # float inputs narrower than 0.1 s are not waveforms
 WAV_EXTENSIONS = (".wav", ".wave")
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 _STREAMING = 0x7FFF0000  # data sizes from here up mean "unknown, until the end of the file"
@@ -161,12 +163,7 @@ def load_noise(noise: Any) -> np.ndarray:
         files = []
         for path in map(str, paths):
             if os.path.isdir(path):
-                found = sorted(
-                    os.path.join(root, name)
-                    for root, _, names in os.walk(path)
-                    for name in names
-                    if is_wav_file(name)
-                )
+                found = [f for f in files_below(path) if is_wav_file(f)]
                 if not found:
                     raise DataError(f"noise={path!r}: no .wav files in this folder.")
                 files += found
@@ -177,7 +174,7 @@ def load_noise(noise: Any) -> np.ndarray:
         waves = [resample(*read_wav(path)) for path in files]
         wave = np.concatenate(waves) if waves else np.zeros(0, "float32")
         what = f"noise={noise!r}"
-    if len(wave) < SAMPLE_RATE // 10 or not np.all(np.isfinite(wave)) or not np.any(wave):
+    if len(wave) < MIN_SAMPLES or not np.all(np.isfinite(wave)) or not np.any(wave):
         raise DataError(
             f"{what}: give at least 0.1 s of finite, non-silent 16 kHz audio in [-1, 1]."
         )
