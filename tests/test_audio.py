@@ -460,6 +460,9 @@ def test_tflite_export_of_the_waveform_signature_matches_keras(tmp_path):
     path = tltf.export(model, str(tmp_path / "export" / "wake"), formats=["saved_model", "tflite"])
     manifest = json.loads(open(os.path.join(path, "assets.extra", "tltf.json")).read())
     assert manifest["parity"]["tflite"]["scores"] <= 1e-4  # checked before publishing
+    from tltf.serving_ops import SERVING_RELEASES
+
+    assert manifest["serving_versions"] == list(SERVING_RELEASES)  # WAV decode: core ops
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(os.path.join(path, "tflite", "model.tflite"))

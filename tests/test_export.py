@@ -147,6 +147,18 @@ def test_versions_increase_and_layout(exports, text_model):
     assert manifest["parity"]["serving_default"]["scores"] <= 1e-4
 
 
+def test_every_export_loads_on_the_stock_tf_serving_releases(exports, task_exports):
+    """Checked against the op lists of tensorflow/serving 2.14-2.20 (tltf.serving_ops): each
+    task's text export and the image export use only ops those images register."""
+    from tltf.serving_ops import SERVING_RELEASES, missing_ops
+
+    folders = [exports["text"][0], exports["image"], *(f for _, f, _ in task_exports.values())]
+    for folder in folders:
+        manifest = json.load(open(os.path.join(folder, "assets.extra", "tltf.json")))
+        assert manifest["serving_versions"] == list(SERVING_RELEASES), folder
+        assert missing_ops(folder, "2.14") == {}
+
+
 def test_weights_are_stored_once(exports, image_model):
     """keras ExportArchive would store each weight twice (keras #23553)."""
     variables_bytes = os.path.getsize(

@@ -48,7 +48,16 @@ _EXPORTS = {
     "BackboneUnavailable": "tltf.errors",
     "ExportError": "tltf.errors",
 }
-_SUBMODULES = ("data", "distribute", "layers", "heads", "modalities", "serving", "training")
+_SUBMODULES = (
+    "data",
+    "distribute",
+    "layers",
+    "heads",
+    "modalities",
+    "serving",
+    "serving_ops",
+    "training",
+)
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

@@ -101,6 +101,11 @@ class TextPreprocessor(keras.layers.Layer):
         return int(self.preprocessor.sequence_length)
 
     def call(self, inputs):
+        from tltf.packing import use_core_packer  # imports keras_hub
+
+        # built here, once the tokenizer's vocabulary has loaded; packs with core ops, so
+        # that exports load on TF Serving 2.14-2.19 (tltf.packing)
+        use_core_packer(self.preprocessor)
         # x= by keyword: KerasHub reads a positional 2-tuple as (x, y), not as a text pair
         x = self.preprocessor(x=tuple(inputs) if isinstance(inputs, (list, tuple)) else inputs)
         mask = tf.cast(x["padding_mask"], "int32")

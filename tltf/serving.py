@@ -36,6 +36,7 @@ from tltf.heads import get_task
 from tltf.io import remove_stale, temporary_path, write_atomically
 from tltf.metadata import backbone_model, info
 from tltf.modalities import get_modality, modalities
+from tltf.serving_ops import check_serving, serving_versions, strip_debug_attributes
 
 FORMATS = ("saved_model", "tflite")
 PARITY_TOLERANCE = 1e-4
@@ -56,6 +57,7 @@ def export(
     parity_inputs: Sequence[str] | Sequence[bytes] | np.ndarray | None = None,
     quantize: bool = False,
     models_root: str | None = "/models",
+    serving: str | None = None,
 ) -> str:
     """Writes `model` as version folder ``path/<version>`` for TF Serving; returns its path.
 
@@ -84,6 +86,11 @@ def export(
         models_root: where the parent of `path` is mounted in the serving container;
             ``models.config`` there gets ``base_path: "<models_root>/NAME"``. None
             uses the local absolute path; TF Serving needs absolute paths.
+        serving: a stock TF Serving release (``"2.19"``) that must load the export:
+            if the graph uses an op (or op attribute) that release lacks, `ExportError`
+            names each one and the oldest release that has it, and nothing is published.
+            Either way ``tltf.json`` lists the stock releases that can load it
+            (``serving_versions``; `tltf.serving_ops`).
 
     Returns:
         The published version folder, e.g. ``"export/topics/3"``. Under
@@ -103,6 +110,9 @@ def export(
         import tensorflow as tf
 
         tf.saved_model.save(servable, tmp, signatures=signatures)
+        strip_debug_attributes(tmp)  # TF Serving 2.14 refuses them (tltf.serving_ops)
+        if serving is not None:
+            check_serving(tmp, serving)
         parity = _check_parity(tmp, model, meta, samples)
         extra = os.path.join(tmp, "assets.extra")
         os.makedirs(extra)
@@ -113,7 +123,8 @@ def export(
             parity["tflite"] = _write_tflite(tmp, model, meta, samples, quantize)
         _write_warmup(os.path.join(extra, "tf_serving_warmup_requests"), path, samples)
         write_atomically(
-            os.path.join(extra, "tltf.json"), json.dumps(_manifest(meta, parity), indent=2)
+            os.path.join(extra, "tltf.json"),
+            json.dumps(_manifest(meta, parity, serving_versions(tmp)), indent=2),
         )
         try:
             os.rename(tmp, final)
@@ -316,7 +327,7 @@ def _update_models_config(path: str, models_root: str | None) -> None:
     write_atomically(file, text_format.MessageToString(config))
 
 
-def _manifest(meta: dict, parity: dict) -> dict:
+def _manifest(meta: dict, parity: dict, releases: list[str]) -> dict:
     import tensorflow as tf
 
     import tltf
@@ -334,4 +345,5 @@ def _manifest(meta: dict, parity: dict) -> dict:
         "tensorflow_version": tf.__version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "parity": parity,
+        "serving_versions": releases,  # stock TF Serving releases with every op it uses
     }

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from tltf.layers import TextPreprocessor
+from tltf.packing import use_core_packer
 
 
 @keras.saving.register_keras_serializable(package="tltf")
@@ -33,8 +34,7 @@ class WordPreprocessor(TextPreprocessor):
 
     def call(self, inputs):
         pre = self.preprocessor
-        if pre.packer is None:
-            pre.build(None)
+        use_core_packer(pre)  # builds it (see TextPreprocessor.call)
         words = tf.strings.split(inputs)
         pieces = pre.tokenizer(words.flat_values)
         if not isinstance(pieces, tf.RaggedTensor):  # KerasHub's Python path (eager calls)

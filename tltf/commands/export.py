@@ -2,6 +2,7 @@
 
 tltf export runs/topics-20250101-120000 --name topics        # -> export/topics/2
 tltf export runs/pets --name pets --tflite --quantize
+tltf export runs/topics --serving-version 2.19      # fails unless stock TF Serving 2.19 loads it
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--tflite", action="store_true", help="also write tflite/model.tflite (image models)"
     )
     p.add_argument("--quantize", action="store_true", help="dynamic-range quantized TFLite")
+    p.add_argument(
+        "--serving-version",
+        metavar="X.Y",
+        help="refuse to publish unless the stock tensorflow/serving image X.Y has every op "
+        "the export uses (tltf.serving_ops)",
+    )
 
 
 def load_run_model(run_dir: str) -> Any:
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         args.version,
         formats=formats,
         quantize=args.quantize,
+        serving=args.serving_version,
     )
     print(f"exported: {path}")
     return 0
