@@ -463,6 +463,14 @@ def test_tflite_export_of_the_waveform_signature_matches_keras(tmp_path):
     from tltf.serving_ops import SERVING_RELEASES
 
     assert manifest["serving_versions"] == list(SERVING_RELEASES)  # WAV decode: core ops
+    with pytest.raises(tltf.ExportError, match=r"not full-integer.*rfft.*'dynamic' or 'float16'"):
+        tltf.export(  # the log-mel FFT has no int8 kernel: the type check refuses the file
+            model,
+            str(tmp_path / "export" / "wake"),
+            formats=["saved_model", "tflite"],
+            quantize="int8",
+            representative_data=np.zeros((4, 16000), "float32"),
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(os.path.join(path, "tflite", "model.tflite"))

@@ -56,6 +56,7 @@ _SUBMODULES = (
     "modalities",
     "serving",
     "serving_ops",
+    "tflite",
     "training",
 )
 

@@ -37,6 +37,7 @@ from tltf.io import remove_stale, temporary_path, write_atomically
 from tltf.metadata import backbone_model, info
 from tltf.modalities import get_modality, modalities
 from tltf.serving_ops import check_serving, serving_versions, strip_debug_attributes
+from tltf.tflite import REPRESENTATIVE, TFLiteModel, convert, tensor_inputs, tflite_mode
 
 FORMATS = ("saved_model", "tflite")
 PARITY_TOLERANCE = 1e-4
@@ -55,7 +56,9 @@ def export(
     *,
     formats: Sequence[str] = ("saved_model",),
     parity_inputs: Sequence[str] | Sequence[bytes] | np.ndarray | None = None,
-    quantize: bool = False,
+    quantize: bool | str = False,
+    representative_data: Any = None,
+    tflite_io: str = "uint8",
     models_root: str | None = "/models",
     serving: str | None = None,
 ) -> str:
@@ -81,8 +84,16 @@ def export(
             strings for text models (``(texts, second_texts)`` for text pairs);
             encoded image bytes, image file paths or a ``[N, H, W, 3]`` 0-255 pixel
             array for image models. Default: synthesized.
-        quantize: dynamic-range quantization of the TFLite model (its parity is
-            measured and recorded in ``tltf.json``, not enforced).
+        quantize: the TFLite file's mode (`tltf.tflite`): False (float32), True or
+            ``"dynamic"`` (int8 weights), ``"float16"``, or ``"int8"`` (full integer,
+            calibrated on `representative_data`; its one output is the quantized
+            ``scores``). A quantized file's differences from the Keras model are
+            measured and recorded in ``tltf.json``, not enforced; its tensor types are.
+        representative_data: for ``quantize="int8"``: a sample of the training data (a
+            `tltf.data.Dataset`, file paths, or a float array as the TFLite input takes
+            it); at most 200 examples are drawn.
+        tflite_io: for ``quantize="int8"``: ``"uint8"`` (pixels 0-255 as they are) or
+            ``"int8"`` inputs and outputs.
         models_root: where the parent of `path` is mounted in the serving container;
             ``models.config`` there gets ``base_path: "<models_root>/NAME"``. None
             uses the local absolute path; TF Serving needs absolute paths.
@@ -99,6 +110,12 @@ def export(
     """
     meta = info(model)
     formats = _check_formats(formats, meta)
+    mode = tflite_mode(quantize)
+    if mode == "int8" and representative_data is None and "tflite" in formats:
+        raise ExportError(
+            "quantize='int8' calibrates on representative inputs: pass representative_data= "
+            "(a sample of the training data; tltf export --tflite int8 uses the run's)."
+        )
     os.makedirs(path, exist_ok=True)
     remove_stale(path)
     version = _choose_version(path, version)
@@ -120,7 +137,9 @@ def export(
             os.path.join(extra, "labels.txt"), "".join(f"{c}\n" for c in meta["class_names"])
         )
         if "tflite" in formats:
-            parity["tflite"] = _write_tflite(tmp, model, meta, samples, quantize)
+            parity["tflite"] = _write_tflite(
+                tmp, servable, model, meta, samples, mode, representative_data, tflite_io
+            )
         _write_warmup(os.path.join(extra, "tf_serving_warmup_requests"), path, samples)
         write_atomically(
             os.path.join(extra, "tltf.json"),
@@ -245,15 +264,39 @@ def _check_parity(saved: str, model: Any, meta: dict, samples: dict) -> dict:
     return report
 
 
-def _write_tflite(saved: str, model: Any, meta: dict, samples: dict, quantize: bool) -> dict:
+def _write_tflite(
+    saved: str,
+    servable: Any,
+    model: Any,
+    meta: dict,
+    samples: dict,
+    mode: str,
+    representative: Any,
+    io: str,
+) -> dict:
     """Converts the modality's tensor signature (TFLite cannot decode files) and checks it."""
-    import tensorflow as tf
-
     signature = get_modality(meta["modality"]).tflite_signature
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[signature])
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    content = converter.convert()
+    inputs = samples[signature]
+    name = next(iter(inputs))
+    calibration = None
+    if mode == "int8":
+        if "scores" not in _reference(model, meta, signature, inputs):
+            raise ExportError(
+                f"quantize='int8' is for models with a 'scores' output (classifiers); this is "
+                f"a {meta['task']} model. Use quantize='dynamic' or 'float16'."
+            )
+        calibration = tensor_inputs(representative, meta, limit=REPRESENTATIVE)
+        inputs = {name: calibration[:64]}
+    content = convert(
+        saved,
+        meta,
+        mode,
+        scores=lambda x: _serve(model, meta, [x])["scores"],
+        tracked=servable,
+        representative=calibration,
+        input_name=name,
+        io=io,
+    )
     folder = os.path.join(saved, "tflite")
     os.makedirs(folder)
     with open(os.path.join(folder, "model.tflite"), "wb") as fh:
@@ -261,19 +304,21 @@ def _write_tflite(saved: str, model: Any, meta: dict, samples: dict, quantize: b
     write_atomically(
         os.path.join(folder, "labels.txt"), "".join(f"{c}\n" for c in meta["class_names"])
     )
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        runner = tf.lite.Interpreter(model_content=content).get_signature_runner(signature)
-    inputs = samples[signature]
-    diffs = _max_differences(_reference(model, meta, signature, inputs), runner(**inputs))
+    reference = _reference(model, meta, signature, inputs)
+    lite = TFLiteModel(content=content)
+    served = lite.outputs_for(inputs[name])
+    diffs = _max_differences({k: v for k, v in reference.items() if k in served}, served)
     worst = max(diffs, key=diffs.get)
-    if not quantize and not diffs[worst] <= PARITY_TOLERANCE:
+    if mode == "float" and not diffs[worst] <= PARITY_TOLERANCE:
         raise ExportError(
             f"Parity check failed: the TFLite model's '{worst}' differs from the Keras model's "
             f"by {diffs[worst]:.3g} (tolerance {PARITY_TOLERANCE:g}); nothing was published."
         )
-    return {"quantized": quantize, "bytes": len(content), **diffs}
+    report = {"mode": mode, "quantized": mode != "float", "bytes": len(content), **diffs}
+    if "scores" in served:  # on the calibration sample for int8, else the parity inputs
+        agree = served["scores"].argmax(-1) == reference["scores"].argmax(-1)
+        report["top1_agreement"] = float(np.mean(agree))
+    return {**report, **({"io": io} if mode == "int8" else {})}
 
 
 def _write_warmup(file: str, path: str, samples: dict) -> None:

@@ -1,11 +1,14 @@
 """`tltf evaluate`: accuracy, per-class precision/recall and the confusion matrix on labelled data.
 
-It takes a run folder (its ``model.keras``, with the run's column names) or an
-export (the SavedModel's ``serving_default`` signature, as TF Serving runs it)::
+It takes a run folder (its ``model.keras``, with the run's column names), an
+export (the SavedModel's ``serving_default`` signature, as TF Serving runs it), or
+an export's TFLite file (decoded and resized as the export does, then quantized
+as the file's input asks)::
 
     tltf evaluate runs/topics-20250101-120000 --data test.csv
     tltf evaluate export/topics --data test.csv --json
     tltf evaluate export/pets/3 --data photos/test --plot confusion.png
+    tltf evaluate export/pets/3/tflite/model.tflite --data photos/test
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "target",
         metavar="EXPORT_OR_RUN",
-        help="a run folder (with model.keras), or an export (export/NAME or export/NAME/VERSION)",
+        help="a run folder (with model.keras), an export (export/NAME or export/NAME/VERSION), "
+        "or an export's .tflite file",
     )
     p.add_argument(
         "--data",
@@ -66,6 +70,56 @@ def evaluate_export(export_dir: str, data: Any, batch_size: int = 32) -> Any:
     index = {name: i for i, name in enumerate(data.class_names)}
     predicted = [index[row["label"]] for row in rows]
     return classification_report(data.labels, predicted, data.class_names)
+
+
+def evaluate_tflite(path: str, data: Any, batch_size: int = 32) -> Any:
+    """Runs a tltf TFLite file on labelled data; a `ClassificationReport`.
+
+    The file's export (``../assets.extra/tltf.json``) says how its inputs are decoded
+    and resized; its ``labels.txt`` names the classes (Model Maker's ``evaluate_tflite``).
+
+    Example:
+        >>> report = evaluate_tflite("export/pets/3/tflite/model.tflite", test)
+        >>> report.accuracy
+    """
+    from tltf.evaluation import classification_report
+    from tltf.tflite import TFLiteModel, tensor_inputs
+
+    meta = tflite_meta(path)
+    if data.modality != meta["modality"]:
+        raise TltfError(
+            f"{path} is a {meta['modality']} model, and {data.source} holds {data.modality} "
+            "examples; give it data of its kind."
+        )
+    lite = TFLiteModel(path)
+    scores = lite.scores(tensor_inputs(data, meta), batch_size=batch_size)
+    index = {name: i for i, name in enumerate(data.class_names)}
+    served = meta["class_names"]
+    predicted = [index[served[i]] for i in scores.argmax(-1)]
+    return classification_report(data.labels, predicted, data.class_names)
+
+
+def tflite_meta(path: str) -> dict:
+    """What a tltf TFLite file was exported with: its export's ``tltf.json``, class names
+    from the ``labels.txt`` beside the file.
+
+    Example:
+        >>> tflite_meta("export/pets/3/tflite/model.tflite")["input_spec"]["shape"]
+        [224, 224, 3]
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    manifest = os.path.join(folder, "..", "assets.extra", "tltf.json")
+    labels = os.path.join(folder, "labels.txt")
+    if not os.path.isfile(path) or not os.path.isfile(manifest) or not os.path.isfile(labels):
+        raise TltfError(
+            f"{path}: not a TFLite file of a tltf export (it lives in EXPORT/VERSION/tflite/, "
+            "beside labels.txt, with the export's assets.extra/tltf.json)."
+        )
+    with open(manifest, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    with open(labels, encoding="utf-8") as fh:
+        meta["class_names"] = [line.rstrip("\n") for line in fh if line.strip()]
+    return meta
 
 
 def export_class_names(export_dir: str) -> list[str]:
@@ -121,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from tltf.commands.train import load_data
 
     is_run = os.path.isfile(os.path.join(args.target, MODEL_FILE))
+    is_tflite = args.target.endswith(".tflite")
     cfg = config.defaults()
     if is_run:
         cfg.update({k: v for k, v in run_config(args.target).items() if k in DATA_OPTIONS})
@@ -128,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
     if is_run:
         model = load_run_model(args.target)
         task, class_names = tltf.info(model)["task"], tltf.info(model)["class_names"]
+    elif is_tflite:
+        meta = tflite_meta(args.target)
+        task, class_names = meta.get("task", "classification"), meta["class_names"]
     else:
         task, class_names = _export_task(args.target), export_class_names(args.target)
     if task != "classification":
@@ -139,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     data = parts.get("test", parts["train"])
     if is_run:
         report = tltf.evaluate(model, data, batch_size=cfg["batch_size"])
+    elif is_tflite:
+        report = evaluate_tflite(args.target, data, batch_size=cfg["batch_size"])
     else:
         report = evaluate_export(args.target, data, batch_size=cfg["batch_size"])
     if args.plot:
