@@ -258,7 +258,7 @@ def test_image_signatures_and_bytes_of_any_size(exports, image_model, image_file
     import tensorflow as tf
 
     loaded = tf.saved_model.load(exports["image"])
-    assert set(loaded.signatures) == {"serving_default", "serving_tensor"}
+    assert set(loaded.signatures) == {"serving_default", "serving_tensor", "classification"}
     inputs = loaded.signatures["serving_default"].structured_input_signature[1]
     assert inputs["image_bytes"].dtype == tf.string  # REST {"b64": ...} needs the _bytes suffix
 
@@ -607,6 +607,129 @@ def test_grpc_client_requests_fit_the_signatures(exports, image_files, capsys):
         image_bytes=tf.constant([open(p, "rb").read() for p in image_files.values()])
     )
     np.testing.assert_allclose(outputs["scores"], direct["scores"].numpy(), atol=1e-6)
+
+
+def test_classify_and_regress_apis_with_tf_servings_protos(
+    exports, image_files, tmp_path, tiny_bert_dir
+):
+    """TF Serving's Classify and Regress (gRPC, and REST :classify / :regress) take serialized
+    tf.Examples and need a signature of that method; a local PredictionService that checks
+    what TF Serving checks (servables/tensorflow/classifier.cc, regressor.cc) stands in."""
+    from concurrent import futures
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        input_pb2,
+        model_pb2,
+        prediction_service_pb2_grpc,
+        regression_pb2,
+    )
+
+    import tltf
+
+    regressor = tltf.build(
+        f"keras_hub:{tiny_bert_dir}", task="regression", class_names=["stars"], sequence_length=16
+    )
+    folders = {
+        "topics": exports["text"][0],
+        "pets": exports["image"],
+        "stars": tltf.export(regressor, str(tmp_path / "stars")),
+    }
+    loaded = {name: tf.saved_model.load(f) for name, f in folders.items()}
+
+    def signature_def(model: str, name: str, method: str):
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString(open(os.path.join(folders[model], "saved_model.pb"), "rb").read())
+        found = proto.meta_graphs[0].signature_def[name]
+        assert found.method_name == method  # TF Serving refuses any other method
+        (tensor,) = found.inputs.values()  # one input: the serialized Examples
+        assert tensor.dtype == tf.string.as_datatype_enum
+        return loaded[model].signatures[name]
+
+    def run(request, name: str, method: str):
+        fn = signature_def(request.model_spec.name, request.model_spec.signature_name, method)
+        examples = [e.SerializeToString() for e in request.input.example_list.examples]
+        return fn(inputs=tf.constant(examples))
+
+    class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Classify(self, request, context):
+            out = run(request, "classification", "tensorflow/serving/classify")
+            response = classification_pb2.ClassificationResponse()
+            for classes, scores in zip(out["classes"].numpy(), out["scores"].numpy(), strict=True):
+                row = response.result.classifications.add()
+                for label, score in zip(classes, scores, strict=True):
+                    row.classes.add(label=label.decode(), score=float(score))
+            return response
+
+        def Regress(self, request, context):
+            out = run(request, "regression", "tensorflow/serving/regress")
+            response = regression_pb2.RegressionResponse()
+            for value in out["outputs"].numpy():
+                response.result.regressions.add(value=float(value))
+            return response
+
+    def example(**features):
+        return input_pb2.Input(
+            example_list=input_pb2.ExampleList(
+                examples=[
+                    tf.train.Example(
+                        features=tf.train.Features(
+                            feature={
+                                k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+                                for k, v in features.items()
+                            }
+                        )
+                    )
+                ]
+            )
+        )
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(f"127.0.0.1:{port}")
+        )
+        spec = model_pb2.ModelSpec
+        text = stub.Classify(
+            classification_pb2.ClassificationRequest(
+                model_spec=spec(name="topics", signature_name="classification"),
+                input=example(text=TEXTS[0].encode()),
+            )
+        )
+        image = open(image_files["wide.jpg"], "rb").read()
+        picture = stub.Classify(
+            classification_pb2.ClassificationRequest(
+                model_spec=spec(name="pets", signature_name="classification"),
+                input=example(image_bytes=image),
+            )
+        )
+        stars = stub.Regress(
+            regression_pb2.RegressionRequest(
+                model_spec=spec(name="stars", signature_name="regression"),
+                input=example(text=b"a great game"),
+            )
+        )
+    finally:
+        server.stop(None)
+    predicted = {
+        "topics": loaded["topics"].signatures["serving_default"](text=tf.constant(TEXTS[:1])),
+        "pets": loaded["pets"].signatures["serving_default"](image_bytes=tf.constant([image])),
+    }
+    for name, response in (("topics", text), ("pets", picture)):
+        (row,) = response.result.classifications
+        assert [c.label for c in row.classes] == CLASSES
+        np.testing.assert_allclose(
+            [c.score for c in row.classes], predicted[name]["scores"].numpy()[0], atol=1e-6
+        )
+    direct = loaded["stars"].signatures["serving_default"](text=tf.constant(["a great game"]))
+    (value,) = stars.result.regressions
+    assert value.value == pytest.approx(float(direct["predictions"].numpy()[0, 0]), abs=1e-5)
 
 
 def test_mixed_precision_export_uses_the_looser_tolerance(tmp_path, tiny_bert_dir):

@@ -36,10 +36,15 @@ from tltf.heads import get_task
 from tltf.io import remove_stale, temporary_path, write_atomically
 from tltf.metadata import backbone_model, info
 from tltf.modalities import get_modality, modalities
-from tltf.serving_ops import check_serving, serving_versions, strip_debug_attributes
+from tltf.serving_ops import check_serving, finish_saved_model, serving_versions
 from tltf.tflite import REPRESENTATIVE, TFLiteModel, convert, tensor_inputs, tflite_mode
 
 FORMATS = ("saved_model", "tflite")
+# TF Serving API -> (signature name, the SignatureDef method_name it requires)
+EXAMPLE_SIGNATURES = {
+    "classify": ("classification", "tensorflow/serving/classify"),
+    "regress": ("regression", "tensorflow/serving/regress"),
+}
 PARITY_TOLERANCE = 1e-4
 MIXED_PRECISION_TOLERANCE = 1e-2
 _SERVING_API_NOTE = (
@@ -127,7 +132,9 @@ def export(
         import tensorflow as tf
 
         tf.saved_model.save(servable, tmp, signatures=signatures)
-        strip_debug_attributes(tmp)  # TF Serving 2.14 refuses them (tltf.serving_ops)
+        methods = {name: m for name, m in EXAMPLE_SIGNATURES.values() if name in signatures}
+        # debug attributes: TF Serving 2.14 refuses them; methods: Classify / Regress need them
+        finish_saved_model(tmp, methods)
         if serving is not None:
             check_serving(tmp, serving)
         parity = _check_parity(tmp, model, meta, samples)
@@ -202,7 +209,35 @@ def _servable(model: Any, meta: dict) -> tuple[Any, dict]:
     signatures = get_modality(meta["modality"]).signatures(
         module, meta, lambda inputs: _serve(model, meta, inputs), task
     )
+    examples = _example_signature(meta, signatures["serving_default"])
+    if examples:
+        name, module.serve_examples = examples
+        signatures[name] = module.serve_examples
     return module, signatures
+
+
+def _example_signature(meta: dict, default: Any) -> tuple[str, Any] | None:
+    """TF Serving's Classify / Regress signature, on serialized `tf.Example`s, or None.
+
+    Where the task has such an API (`tltf.heads.Task.example_api`) and every input of
+    ``serving_default`` is a string per example (texts, encoded files), each Example
+    holds them as bytes features of the same names (``text``, ``image_bytes``, ...).
+    """
+    import tensorflow as tf
+
+    task = get_task(meta["task"])
+    api = task.example_api(meta)
+    specs = default.input_signature
+    if api is None or not all(s.dtype == tf.string and s.shape.as_list() == [None] for s in specs):
+        return None
+    features = {s.name: tf.io.FixedLenFeature([], tf.string) for s in specs}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def serve_examples(serialized):
+        parsed = tf.io.parse_example(serialized, features)
+        return task.example_outputs(default(*(parsed[s.name] for s in specs)), meta)
+
+    return EXAMPLE_SIGNATURES[api][0], serve_examples
 
 
 def _serve(model: Any, meta: dict, inputs: list) -> dict:
@@ -261,7 +296,47 @@ def _check_parity(saved: str, model: Any, meta: dict, samples: dict) -> dict:
                 f"{len(next(iter(inputs.values())))} sample inputs; nothing was published."
             )
         report[signature] = diffs
+    for name in (n for n, _ in EXAMPLE_SIGNATURES.values() if n in loaded.signatures):
+        inputs = samples["serving_default"]
+        reference = _reference(model, meta, "serving_default", inputs)
+        expected = get_task(meta["task"]).example_outputs(
+            {k: tf.constant(v) for k, v in reference.items()}, meta
+        )
+        served = loaded.signatures[name](inputs=tf.constant(serialized_examples(inputs)))
+        diffs = _max_differences(
+            {k: v.numpy() for k, v in expected.items()}, {k: v.numpy() for k, v in served.items()}
+        )
+        worst = max(diffs, key=diffs.get)
+        if not diffs[worst] <= tolerance:
+            raise ExportError(
+                f"Parity check failed: the exported '{name}' output '{worst}' differs from the "
+                f"Keras model's by {diffs[worst]:.3g}; nothing was published."
+            )
+        report[name] = diffs
     return report
+
+
+def serialized_examples(inputs: dict[str, Sequence]) -> list[bytes]:
+    """Serialized `tf.Example`s, one per row of `inputs`: a bytes feature per input name,
+    as the ``classification`` / ``regression`` signatures take them.
+
+    Example:
+        >>> serialized_examples({"text": ["a goal", "an equation"]})
+        [b'\\n\\x14\\n\\x12\\n\\x04text...', ...]
+    """
+    import tensorflow as tf
+
+    def feature(value: Any) -> Any:
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
+
+    rows = zip(*inputs.values(), strict=True)
+    return [
+        tf.train.Example(
+            features=tf.train.Features(feature=dict(zip(inputs, map(feature, row), strict=True)))
+        ).SerializeToString()
+        for row in rows
+    ]
 
 
 def _write_tflite(

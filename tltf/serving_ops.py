@@ -1,4 +1,4 @@
-"""Which stock TF Serving releases can load a SavedModel: their op lists, and the check.
+"""Which stock TF Serving releases can load a SavedModel: their op lists, the check, the edits.
 
 A stock ``tensorflow/serving`` image registers the core ops of its TensorFlow and
 the ops of the tensorflow-text version pinned in its ``workspace.bzl``: text-2.12.1
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 from tltf.errors import ExportError
 
@@ -92,57 +93,65 @@ def graph_ops(saved_model: str) -> dict[str, set[str]]:
         >>> sorted(graph_ops("export/topics/3"))[:3]
         ['AddV2', 'All', 'ArgMax']
     """
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model, "saved_model.pb"), "rb") as fh:
-        proto.ParseFromString(fh.read())
     ops: dict[str, set[str]] = {}
-    for graph in proto.meta_graphs:
+    for graph in _read(saved_model).meta_graphs:
         functions = {f.signature.name for f in graph.graph_def.library.function}
-        nodes = [*graph.graph_def.node]
-        for function in graph.graph_def.library.function:
-            nodes.extend(function.node_def)
-        for node in nodes:
+        for node in _nodes(graph):
             if node.op not in functions:  # a call of a library function, not an op
                 # attributes named _* are the runtime's (_class, _output_shapes), not the op's
                 ops.setdefault(node.op, set()).update(a for a in node.attr if a[0] != "_")
     return ops
 
 
-def strip_debug_attributes(saved_model: str) -> int:
-    """Drops the `DEBUG_ATTRIBUTES` from a SavedModel's graph; returns how many it dropped.
+def finish_saved_model(saved_model: str, methods: dict[str, str] | None = None) -> int:
+    """Edits a written SavedModel for TF Serving; returns how many debug attributes it dropped.
 
-    TensorFlow 2.15+ sets ``debug_name`` on each variable's ``VarHandleOp``; it only
-    names the variable in error messages, and TF Serving 2.14 refuses to load a
-    graph that sets it (``NodeDef mentions attr 'debug_name' not in Op``).
-    `tltf.export` drops it, and rewrites the SavedModel's fingerprint to match.
+    - Drops the `DEBUG_ATTRIBUTES`: TensorFlow 2.15+ sets ``debug_name`` on each
+      variable's ``VarHandleOp``; it only names the variable in error messages, and
+      TF Serving 2.14 refuses to load a graph that sets it (``NodeDef mentions attr
+      'debug_name' not in Op``).
+    - Sets the `methods` (``{signature: method_name}``): TF2's `tf.saved_model.save`
+      marks every signature ``tensorflow/serving/predict``, and TF Serving's Classify
+      and Regress APIs take only ``tensorflow/serving/classify`` / ``.../regress`` ones.
+
+    The SavedModel's fingerprint is written again to match.
 
     Example:
-        >>> strip_debug_attributes("export/topics/3")
+        >>> finish_saved_model("export/topics/.tmp-3", {"classification": "tensorflow/serving/classify"})
         262
     """
-    from tensorflow.core.protobuf import saved_model_pb2
-
     file = os.path.join(saved_model, "saved_model.pb")
-    proto = saved_model_pb2.SavedModel()
-    with open(file, "rb") as fh:
-        proto.ParseFromString(fh.read())
+    proto = _read(saved_model)
     dropped = 0
     for graph in proto.meta_graphs:
-        nodes = [*graph.graph_def.node]
-        for function in graph.graph_def.library.function:
-            nodes.extend(function.node_def)
-        for node in nodes:
+        for node in _nodes(graph):
             for attr in DEBUG_ATTRIBUTES.get(node.op, ()):
                 if attr in node.attr:
                     del node.attr[attr]
                     dropped += 1
-    if dropped:
-        with open(file, "wb") as fh:
-            fh.write(proto.SerializeToString())
-        _rewrite_fingerprint(saved_model)
+        for name, method in (methods or {}).items():
+            graph.signature_def[name].method_name = method
+    with open(file, "wb") as fh:
+        fh.write(proto.SerializeToString())
+    _rewrite_fingerprint(saved_model)
     return dropped
+
+
+def _read(saved_model: str) -> Any:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model, "saved_model.pb"), "rb") as fh:
+        proto.ParseFromString(fh.read())
+    return proto
+
+
+def _nodes(graph: Any) -> list:
+    """Every node of a MetaGraph: the graph's and its functions'."""
+    nodes = [*graph.graph_def.node]
+    for function in graph.graph_def.library.function:
+        nodes.extend(function.node_def)
+    return nodes
 
 
 def _rewrite_fingerprint(saved_model: str) -> None:

@@ -126,6 +126,26 @@ class Task:
         """
         raise NotImplementedError
 
+    def example_api(self, meta: dict) -> str | None:
+        """The TF Serving API that takes serialized `tf.Example`s for this model: ``"classify"``,
+        ``"regress"``, or None (Predict only); `example_outputs` gives its outputs.
+
+        Example:
+            >>> get_task("classification").example_api(tltf.info(model))
+            'classify'
+        """
+        return None
+
+    def example_outputs(self, outputs: dict, meta: dict) -> dict:
+        """`serve`'s outputs in the layout of `example_api`: ``classes`` ``[B, C]`` strings and
+        ``scores`` ``[B, C]`` (classify), or ``outputs`` ``[B]`` (regress).
+
+        Example:
+            >>> sorted(get_task("classification").example_outputs(outputs, meta))
+            ['classes', 'scores']
+        """
+        raise NotImplementedError
+
 
 def _inputs(x: Any, meta: dict, task: Task) -> Any:
     """In-memory examples as the model takes them (`tltf.modalities.Modality.model_inputs`)."""

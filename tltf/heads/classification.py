@@ -55,6 +55,12 @@ class Classification(Task):
             "top_k_scores": top.values,
         }
 
+    def example_api(self, meta: dict) -> str:
+        return "classify"
+
+    def example_outputs(self, outputs: dict, meta: dict) -> dict:
+        return _classes_and_scores(outputs["scores"], meta)  # every class with its score
+
 
 class TextPair(Classification):
     """Sentence-pair classification (entailment, duplicates): both texts go through the
@@ -145,6 +151,20 @@ class Multilabel(Task):
             tf.gather(predicted, order, batch_dims=1), tf.gather(tf.constant(names), order), ""
         )
         return {"scores": scores, "predicted": tf.cast(predicted, tf.int32), "labels": labels}
+
+    def example_api(self, meta: dict) -> str:
+        return "classify"
+
+    def example_outputs(self, outputs: dict, meta: dict) -> dict:
+        return _classes_and_scores(outputs["scores"], meta)  # sigmoid scores, every label
+
+
+def _classes_and_scores(scores: Any, meta: dict) -> dict:
+    """``classes`` ``[B, C]`` (the class names on every row) beside ``scores`` ``[B, C]``."""
+    import tensorflow as tf
+
+    names = tf.constant(list(meta["class_names"]))
+    return {"classes": tf.tile(names[None], [tf.shape(scores)[0], 1]), "scores": scores}
 
 
 def set_threshold(model: Any, threshold: float | list[float] | dict[str, float]) -> Any:

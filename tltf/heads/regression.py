@@ -99,6 +99,13 @@ class Regression(Task):
 
         return {"predictions": tf.cast(model(inputs, training=False), tf.float32)}
 
+    def example_api(self, meta: dict) -> str | None:
+        # TF Serving's Regress returns one value per example: one target only
+        return "regress" if len(meta["class_names"]) == 1 else None
+
+    def example_outputs(self, outputs: dict, meta: dict) -> dict:
+        return {"outputs": outputs["predictions"][:, 0]}
+
 
 def adapt_targets(model: Any, targets: Any) -> dict | None:
     """Stores the mean and std of regression `targets` in the model (its `TargetScale`).
