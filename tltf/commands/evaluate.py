@@ -86,7 +86,7 @@ def evaluate_tflite(path: str, data: Any, batch_size: int = 32) -> Any:
     from tltf.tflite import TFLiteModel, tensor_inputs
 
     meta = tflite_meta(path)
-    if data.modality != meta["modality"]:
+    if get_modality(data.modality) is not get_modality(meta["modality"]):  # not its kind
         raise TltfError(
             f"{path} is a {meta['modality']} model, and {data.source} holds {data.modality} "
             "examples; give it data of its kind."
