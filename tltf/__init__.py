@@ -38,6 +38,8 @@ _EXPORTS = {
     "lr_find": "tltf.lr_finder",
     "LRFindResult": "tltf.lr_finder",
     "recommend": "tltf.advisor",
+    "rank": "tltf.ranking",
+    "Ranking": "tltf.ranking",
     "Recommendation": "tltf.advisor",
     "evaluate": "tltf.evaluation",
     "detect": "tltf.detection",

@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": "tltf.commands.evaluate",
     "backbones": "tltf.commands.backbones",
     "recommend": "tltf.commands.recommend",
+    "rank": "tltf.commands.rank",
     "lr-find": "tltf.commands.lr_find",
 }
 

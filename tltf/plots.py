@@ -130,6 +130,39 @@ def confusion_matrix(report: Any, path: str, *, title: str | None = None) -> str
     return _save(figure, path)
 
 
+def ranking(result: Any, path: str, *, title: str | None = None) -> str:
+    """Plots a `tltf.ranking.Ranking` as bars, best first: LogME with its bootstrap spread,
+    and the k-NN accuracy beside it; returns `path`.
+
+    Example:
+        >>> plots.ranking(tltf.rank(["keras:MobileNet", "keras:MobileNetV2"], train), "rank.png")
+    """
+    order = result.order()
+    names = [result.candidates[i] for i in order]
+    figure = _figure()
+    has_knn = any(k is not None for k in result.knn)
+    figure.set_size_inches(5.5 * (2 if has_knn else 1), max(2.5, 0.5 * len(names) + 1.5))
+    ax = figure.add_subplot(1, 2 if has_knn else 1, 1)
+    ax.barh(
+        range(len(names)),
+        [result.scores[i] for i in order],
+        xerr=[result.spread[i] for i in order],
+        color="tab:blue",
+    )
+    ax.set_yticks(range(len(names)), labels=names)
+    ax.invert_yaxis()
+    ax.set_xlabel("LogME (log evidence per example; higher is better)")
+    if has_knn:
+        knn = figure.add_subplot(1, 2, 2)
+        knn.barh(range(len(names)), [result.knn[i] or 0.0 for i in order], color="tab:orange")
+        knn.set_yticks(range(len(names)), labels=[""] * len(names))
+        knn.invert_yaxis()
+        knn.set_xlim(0, 1)
+        knn.set_xlabel("k-NN accuracy on a held-out split")
+    figure.suptitle(title or f"backbones on {result.examples} examples")
+    return _save(figure, path)
+
+
 def _figure() -> Any:
     try:
         from matplotlib.figure import Figure

@@ -97,7 +97,13 @@ def presets() -> str:
     return "\n".join(lines)
 
 
-def _options(pairs: list[str]) -> dict:
+def parse_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> ``{key: YAML value}`` (``--option weights=null``).
+
+    Example:
+        >>> parse_options(["weights=null", "input_shape=[64,64,3]"])
+        {'weights': None, 'input_shape': [64, 64, 3]}
+    """
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from tltf.backbones import load_backbone
 
     if args.spec:
-        load_backbone(args.spec, **_options(args.option)).summary()
+        load_backbone(args.spec, **parse_options(args.option)).summary()
         return 0
     print("Backbone specs are SOURCE:NAME. Sources:")
     width = max(len(syntax) for syntax, _ in SOURCES) + 2
