@@ -39,6 +39,7 @@ _EXPORTS = {
     "LRFindResult": "tltf.lr_finder",
     "recommend": "tltf.advisor",
     "rank": "tltf.ranking",
+    "extend": "tltf.extending",
     "Ranking": "tltf.ranking",
     "Recommendation": "tltf.advisor",
     "evaluate": "tltf.evaluation",

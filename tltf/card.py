@@ -93,6 +93,8 @@ class ModelCard:
         target_stats: a regression head's target mean and std (`tltf.adapt_targets`).
         feature_norm: None, or "pending" / "adapted" for a head that standardizes its
             features (`tltf.layers.FeatureNorm`).
+        extended_from: for a model that `tltf.extend` grew, the classes and backbone
+            fingerprint it grew from; else None.
         extra: keys this version of tltf does not know (kept, not lost).
     """
 
@@ -114,6 +116,7 @@ class ModelCard:
     augment: Any = None
     target_stats: Any = None
     feature_norm: Any = None
+    extended_from: Any = None
     extra: FrozenDict = dataclasses.field(default_factory=FrozenDict)
 
     def __post_init__(self) -> None:
