@@ -114,3 +114,36 @@ def test_no_command_prints_help_and_exits_2(capsys):
     out = capsys.readouterr().out
     for command in ("train", "export", "evaluate", "predict"):
         assert command in out
+
+
+def test_train_from_run_appends_new_classes_and_exports_beside(run_dir, tiny_text_data, tmp_path):
+    """``tltf train --from-run RUN``: the run's model continues, a class the data adds is
+    appended (tltf.extend), and the export is the next version of the run's export."""
+    import tltf
+
+    texts, labels = tiny_text_data
+    data = tmp_path / "more.csv"
+    with open(data, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["body", "topic"])
+        writer.writerows(zip(texts, labels, strict=True))
+        writer.writerows((f"video film {w}", "video") for w in ("codec", "player", "film") * 4)
+    export_dir = run_dir.parent / "export"
+    before = sorted(os.listdir(export_dir / "topics"))
+    argv = ["train", "--from-run", str(run_dir), "--data", str(data)]
+    argv += ["--text-column", "body", "--label-column", "topic", "--freeze", "all"]
+    argv += ["--epochs", "2", "--batch-size", "8", "--head-lr", "0.05"]
+    argv += ["--run-dir", str(tmp_path / "grown"), "--export-dir", str(export_dir)]
+    code, out, err = run_cli(argv)
+    assert code == 0, err
+    assert "appending ['video']" in out
+    after = sorted(os.listdir(export_dir / "topics"))
+    assert len(after) == len(before) + 1  # the next version, beside the run's
+    newest = export_dir / "topics" / max(after, key=int)
+    manifest = json.load(open(newest / "assets.extra" / "tltf.json"))
+    assert manifest["class_names"] == ["games", "math", "sound", "video"]
+    assert manifest["extended_from"]["class_names"] == ["games", "math", "sound"]
+    metrics = json.load(open(tmp_path / "grown" / "metrics.json"))
+    assert metrics["from_run"] == str(run_dir)
+    model = tltf.load_model(str(tmp_path / "grown" / "model.keras"))
+    assert tltf.info(model).class_names == ("games", "math", "sound", "video")

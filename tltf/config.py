@@ -123,6 +123,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("sequence_length", int, 128, "text backbones: the most tokens per text", _MODEL),
     Option("sha256", str, None, "expected sha256 of the backbone's local weights file", _MODEL),
     Option(
+        "from_run",
+        str,
+        None,
+        "continue training a tltf train run folder's model.keras (classes in the data that it "
+        "lacks are appended with tltf.extend); the export goes beside the run's "
+        "(--backbone and its options are then the run's)",
+        _MODEL,
+    ),
+    Option(
         "backbone_options",
         dict,
         None,

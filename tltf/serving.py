@@ -460,6 +460,7 @@ def _manifest(meta: dict, parity: dict, releases: list[str]) -> dict:
         "requires": dict(get_modality(meta["modality"]).serving_imports),
         "backbone": meta["backbone"],
         "fingerprint": meta["fingerprint"],
+        "extended_from": meta["extended_from"],  # tltf.extend: the classes it grew from
         "input_spec": meta["input_spec"],
         "tltf_version": tltf.__version__,
         "tensorflow_version": tf.__version__,

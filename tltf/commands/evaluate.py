@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tltf import config
-from tltf.commands.export import MODEL_FILE, load_run_model, run_config
+from tltf.commands.run_folder import MODEL_FILE, load_run_model, run_config
 from tltf.errors import TltfError
 from tltf.modalities import get_modality
 

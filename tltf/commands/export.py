@@ -11,12 +11,11 @@ import argparse
 import os
 from typing import Any
 
+from tltf.commands.run_folder import load_run_model, run_config
 from tltf.errors import TltfError
 from tltf.tflite import INT8_IO, MODES, REPRESENTATIVE
 
 HELP = "export the trained model of a run folder for TF Serving (export/NAME/VERSION)"
-
-MODEL_FILE = "model.keras"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,38 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="refuse to publish unless the stock tensorflow/serving image X.Y has every op "
         "the export uses (tltf.serving_ops)",
     )
-
-
-def load_run_model(run_dir: str) -> Any:
-    """The trained Keras model that `tltf train` saved in `run_dir` (``model.keras``).
-
-    Example:
-        >>> model = load_run_model("runs/topics-20250101-120000")
-        >>> tltf.info(model)["class_names"]
-    """
-    path = os.path.join(run_dir, MODEL_FILE)
-    if not os.path.isfile(path):
-        what = "is not a folder" if not os.path.isdir(run_dir) else f"holds no {MODEL_FILE}"
-        raise TltfError(
-            f"{run_dir} {what}; give a run folder written by tltf train (it saves {MODEL_FILE} "
-            "when training ends)."
-        )
-    from tltf.builder import load_model
-
-    return load_model(path)
-
-
-def run_config(run_dir: str) -> dict:
-    """The resolved configuration a run folder was trained with ({} if it has none).
-
-    Example:
-        >>> run_config("runs/topics-20250101-120000")["export"]
-        'topics'
-    """
-    from tltf import config
-
-    path = os.path.join(run_dir, "config.yaml")
-    return config.load(path) if os.path.isfile(path) else {}
 
 
 def _representative(args: argparse.Namespace, model: Any) -> Any:

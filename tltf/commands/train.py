@@ -193,6 +193,8 @@ def build_model(cfg: dict[str, Any], train: Any) -> Any:
     import tltf
 
     keras.utils.set_random_seed(cfg["seed"])  # the head's initial weights: reruns match
+    if cfg["from_run"]:
+        return _continued_model(cfg, train)
     spec, sha = cfg["backbone"], cfg["sha256"]
     if not spec:
         spec = get_modality(train.modality).default_backbone
@@ -210,6 +212,23 @@ def build_model(cfg: dict[str, Any], train: Any) -> Any:
     )
 
 
+def _continued_model(cfg: dict[str, Any], train: Any) -> Any:
+    """The model of the run folder ``from_run``, with the data's new classes appended
+    (`tltf.extend`) and the configuration's freeze policy set."""
+    import tltf
+    from tltf.commands.run_folder import load_run_model
+
+    model = load_run_model(cfg["from_run"])
+    known = list(tltf.info(model).class_names)
+    new = [c for c in train.class_names if c not in known]
+    if new:
+        print(f"tltf: {cfg['from_run']} knows {len(known)} classes; appending {new}")
+        model = tltf.extend(model, new)
+    bn = cfg["bn"] if cfg["bn"] != "auto" else tltf.info(model).bn
+    tltf.set_freeze(model, cfg["freeze"], bn)
+    return model
+
+
 def fill_names(cfg: dict[str, Any]) -> dict[str, Any]:
     """Sets the export name (default: the data's), run folder (``runs/NAME-TIMESTAMP``)
     and freeze policy (``top:2``; ``none`` from random weights, which have nothing to keep).
@@ -219,6 +238,10 @@ def fill_names(cfg: dict[str, Any]) -> dict[str, Any]:
         'runs/pets-20250101-120000'
     """
     cfg["freeze"] = cfg["freeze"] or ("none" if cfg["weights"] == "random" else "top:2")
+    if cfg.get("from_run") and not cfg["export"]:  # the next version beside the run's export
+        from tltf.commands.run_folder import run_config
+
+        cfg["export"] = run_config(cfg["from_run"]).get("export")
     cfg["export"] = cfg["export"] or data_name(cfg["data"])
     if not cfg["run_dir"]:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -243,6 +266,10 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
     parts = training_data(cfg)
     train, val, test = parts["train"], parts.get("validation"), parts.get("test")
     model = build_model(cfg, train)
+    names = list(tltf.info(model).class_names)  # a continued model's order (old, then new)
+    if cfg.get("from_run") and names != list(train.class_names):
+        parts = {k: v.with_class_names(names) for k, v in parts.items()}
+        train, val, test = parts["train"], parts.get("validation"), parts.get("test")
     if chief:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as fh:
@@ -265,6 +292,8 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     history = trained.history
     metrics: dict[str, Any] = {"backbone": spec, "history": history}
+    if cfg.get("from_run"):
+        metrics["from_run"] = cfg["from_run"]
     if chief:
         _plot(
             plots.training_curves,
