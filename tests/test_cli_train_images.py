@@ -9,24 +9,15 @@ import numpy as np
 import pytest
 import yaml
 from cli_util import run_cli
-from PIL import Image
+from image_util import write_colours
 
 import tltf
-
-COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
 
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory):
     """12 noisy 32x32 PNGs per colour class."""
-    root = tmp_path_factory.mktemp("colours")
-    rng = np.random.default_rng(0)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir()
-        for i in range(12):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255)
-            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i}.png")
-    return root
+    return write_colours(tmp_path_factory.mktemp("colours"), 12)
 
 
 @pytest.fixture(scope="module")

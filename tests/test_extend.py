@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from PIL import Image
+from image_util import write_colours
 
 import tltf
 from tltf.tflite import tensor_inputs
@@ -19,22 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import mobilenet_v1_weights as mw  # noqa: E402
 
 NAMES = ["green", "red", "blue"]  # the old classes (alphabetical, as loaded), then the new
-COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """``old/`` (green, red), ``new/`` (blue) and ``all/``: 10 noisy 40x48 PNGs per colour."""
     root = tmp_path_factory.mktemp("colours")
-    rng = np.random.default_rng(0)
-    for name, colour in COLOURS.items():
-        folder = root / ("new" if name == "blue" else "old") / name
-        folder.mkdir(parents=True)
-        (root / "all" / name).mkdir(parents=True)
-        for i in range(10):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 48, 3)), 0, 255)
-            Image.fromarray(pixels.astype("uint8")).save(folder / f"{i}.png")
-            Image.fromarray(pixels.astype("uint8")).save(root / "all" / name / f"{i}.png")
+    write_colours(root, 10, (40, 48), red="old", green="old", blue="new")
+    write_colours(root, 10, (40, 48), red="all", green="all", blue="all")
     return root
 
 

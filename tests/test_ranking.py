@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 from cli_util import run_cli
-from PIL import Image
+from image_util import write_colours
 
 import tltf
 from tltf.ranking import knn_accuracy, logme
@@ -79,18 +79,7 @@ def test_informative_features_score_higher_and_knn_sees_them():
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory):
     """8 noisy 40x40 PNGs per colour class."""
-    root = tmp_path_factory.mktemp("colours")
-    rng = np.random.default_rng(0)
-    for name, colour in {
-        "red": (200, 30, 30),
-        "green": (30, 200, 30),
-        "blue": (30, 30, 200),
-    }.items():
-        (root / name).mkdir()
-        for i in range(8):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 40, 3)), 0, 255)
-            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i}.png")
-    return root
+    return write_colours(tmp_path_factory.mktemp("colours"), 8, (40, 40))
 
 
 def _pixel_backbone(kind: str) -> tltf.Backbone:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from cli_util import run_cli
-from PIL import Image
+from image_util import write_colours
 
 import tltf
 import tltf.commands.evaluate
@@ -23,20 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import mobilenet_v1_weights as mw  # noqa: E402
 
-COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
-
 
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory):
-    """10 noisy 40x48 PNGs per colour class (resized to the model's 32x32 on the way in)."""
-    root = tmp_path_factory.mktemp("colours")
-    rng = np.random.default_rng(0)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir()
-        for i in range(10):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 48, 3)), 0, 255)
-            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i}.png")
-    return root
+    """10 noisy 40x48 PNGs per colour class (resized to the model's 64x64 on the way in)."""
+    return write_colours(tmp_path_factory.mktemp("colours"), 10, (40, 48))
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,8 +321,9 @@ def to_yaml(cfg: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds one flag per option that a command line can set (all but ``dict`` options).
+def add_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """Adds one flag per option that a command line can set (all but ``dict`` options),
+    or per option in `names` (commands that take a few, such as ``tltf evaluate``).
 
     Flags default to "not given" (absent from the namespace), so that a config
     file's values stand unless a flag overrides them; see `given_flags`.
@@ -333,8 +335,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         {'batch_size': '64'}
     """
     for section in dict.fromkeys(o.section for o in OPTIONS):
+        chosen = [o for o in OPTIONS if o.section == section and o.type is not dict]
+        chosen = [o for o in chosen if names is None or o.name in names]
+        if not chosen:
+            continue
         group = parser.add_argument_group(f"{section} options")
-        for o in (o for o in OPTIONS if o.section == section and o.type is not dict):
+        for o in chosen:
             default = "" if o.default is None else f" [default: {_show(o.default)}]"
             kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, help=o.help + default)
             if o.type is bool:

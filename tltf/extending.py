@@ -112,16 +112,14 @@ def _imprinted(model, hidden, kernel, bias, new, examples, batch_size, cache_dir
     if missing:
         raise DataError(f"{examples.source}: no examples of the new classes {missing}.")
     # the backbone's features of the examples, cached where fine_tune will look for them
-    entry = cached_features(
+    features, labels = cached_features(
         model,
         examples,
         batch_size=batch_size,
         cache_dir=cache_dir,
         name="training",
         verbose=verbose,
-    )
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in entry.dataset(4096)], strict=True)
-    features, labels = np.concatenate(xs), np.concatenate(ys)
+    ).arrays()
     for layer in hidden:  # up to the logits layer's input
         features = np.asarray(layer(features, training=False))
     scale = float(np.mean(np.linalg.norm(kernel, axis=0)))

@@ -290,16 +290,14 @@ def rank(
             freeze="all",
             **({} if not isinstance(candidate, str) else options),
         )
-        entry = cached_features(
+        features, targets = cached_features(
             model,
             train,
             batch_size=batch_size,
             cache_dir=cache_dir,
             name="training",
             verbose=verbose,
-        )
-        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in entry.dataset(4096)], strict=True)
-        features, targets = np.concatenate(xs), np.concatenate(ys)
+        ).arrays()
         names.append(name)
         scores.append(logme(features, targets, regression=regression))
         spread.append(

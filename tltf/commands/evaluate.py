@@ -43,15 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="labelled data: a CSV or JSONL file, a folder of class folders (its test/ split "
         "where it has one), or tfds:NAME[:SPLIT]",
     )
-    for name in DATA_OPTIONS:
-        option = config.BY_NAME[name]
-        p.add_argument(
-            option.flag,
-            dest=name,
-            default=argparse.SUPPRESS,
-            metavar=name.upper(),
-            help=f"{option.help} (default: the run's, else {option.default})",
-        )
+    config.add_flags(p, DATA_OPTIONS)  # default: the run's, else the option's
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="PNG", help="also write the confusion matrix to this PNG")
 

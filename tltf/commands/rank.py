@@ -27,15 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="a candidate backbone spec; repeat for each",
     )
-    for name in (*DATA_OPTIONS, "sequence_length"):
-        option = config.BY_NAME[name]
-        p.add_argument(
-            option.flag,
-            dest=name,
-            default=argparse.SUPPRESS,
-            metavar=name.upper(),
-            help=f"{option.help} (default: {option.default})",
-        )
+    config.add_flags(p, (*DATA_OPTIONS, "sequence_length", "seed"))
     p.add_argument(
         "--option",
         action="append",

@@ -138,6 +138,17 @@ class CachedFeatures:
         """
         return max(1, math.ceil(min_steps * batch_size / max(1, self.rows)))
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All the entry's ``(features, labels)`` as numpy arrays, in the data's order.
+
+        Example:
+            >>> features, labels = cached_features(model, train).arrays()
+            >>> features.shape
+            (1000, 1280)
+        """
+        parts = [(x.numpy(), y.numpy()) for x, y in self.dataset(4096)]
+        return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
     def dataset(
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0, passes: int = 1
     ) -> Any:
