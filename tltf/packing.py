@@ -1,7 +1,7 @@
 """Packing text segments with core TensorFlow ops, so that text exports load on older servers.
 
 KerasHub's `MultiSegmentPacker` trims segments with tf-text's `RoundRobinTrimmer`,
-whose ``TFText>RoundRobinTrim`` op appeared in tensorflow-text 2.13. The stock
+whose ``TFText>RoundRobinTrim`` op tensorflow-text 2.12.1 does not have. The stock
 TF Serving images 2.14-2.19 link tensorflow-text 2.12.1 and refuse a SavedModel
 that uses it (``Op type not registered 'TFText>RoundRobinTrim'``,
 tensorflow/serving#2267). `CorePacker` trims the same way with core ops, and
