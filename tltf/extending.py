@@ -1,13 +1,13 @@
 """`extend`: new classes for a trained classifier, keeping what it knows of the old ones.
 
 The old classes keep their rows of the output layer, so for any input their logits
-are exactly what they were. Each new class gets a row "imprinted" from the mean of
-its examples' head inputs (Qi et al., CVPR 2018): the direction of that mean, at the
-old rows' average length, with a bias that makes its logit tie, on average over its
-examples, with the old head's best one. Measured, imprinting did not pay (the
-mean of ReLU features is positive everywhere, so the row scores high for everything):
-by default the new rows start at zero, with the old biases' mean. Either way a `fine_tune` on old and new data trains the
-rows together.
+are exactly what they were. Each new class gets a zero row with the old biases' mean,
+a constant logit that the following `fine_tune` on old and new data moves at once.
+With `examples`, a new row is instead "imprinted" from the mean of its examples' head
+inputs (Qi et al., CVPR 2018: that mean's direction, at the old rows' average length,
+its bias tying it with the old head's best logit on its examples). Measured, that did
+not pay: the mean of ReLU features is positive everywhere, so the row scores high for
+everything (benchmarks/README.md).
 
     >>> grown = tltf.extend(model, ["tools", "plants"])
     >>> tltf.fine_tune(grown, old_and_new)           # the head trains on cached features
