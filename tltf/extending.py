@@ -74,7 +74,7 @@ def extend(
             f"extend(new_class_names={list(new_class_names)}): give new, distinct, non-empty "
             f"names" + (f"; {clash} " + "already exist or repeat" if clash else "") + "."
         )
-    chain = [layer for layer in head_model(model).layers[1:]]
+    chain = head_model(model).layers[1:]  # after the features' input
     logits = model.get_layer("logits")
     if chain[-1] is not logits:
         raise SpecError("extend needs the head that tltf.build makes (a chain ending in 'logits').")

@@ -36,7 +36,7 @@ from tltf.heads import get_task
 from tltf.io import remove_stale, temporary_path, write_atomically
 from tltf.metadata import backbone_model, info
 from tltf.modalities import get_modality, modalities
-from tltf.serving_ops import check_serving, finish_saved_model, serving_versions
+from tltf.serving_ops import check_serving, finish_saved_model
 from tltf.tflite import REPRESENTATIVE, TFLiteModel, convert, tensor_inputs, tflite_mode
 
 FORMATS = ("saved_model", "tflite")
@@ -135,8 +135,7 @@ def export(
         methods = {name: m for name, m in EXAMPLE_SIGNATURES.values() if name in signatures}
         # debug attributes: TF Serving 2.14 refuses them; methods: Classify / Regress need them
         finish_saved_model(tmp, methods)
-        if serving is not None:
-            check_serving(tmp, serving)
+        releases = check_serving(tmp, serving)  # the stock releases that load it
         parity = _check_parity(tmp, model, meta, samples)
         extra = os.path.join(tmp, "assets.extra")
         os.makedirs(extra)
@@ -150,7 +149,7 @@ def export(
         _write_warmup(os.path.join(extra, "tf_serving_warmup_requests"), path, samples)
         write_atomically(
             os.path.join(extra, "tltf.json"),
-            json.dumps(_manifest(meta, parity, serving_versions(tmp)), indent=2),
+            json.dumps(_manifest(meta, parity, releases), indent=2),
         )
         try:
             os.rename(tmp, final)
@@ -355,7 +354,7 @@ def _write_tflite(
     name = next(iter(inputs))
     calibration = None
     if mode == "int8":
-        if "scores" not in _reference(model, meta, signature, inputs):
+        if get_task(meta["task"]).example_api(meta) != "classify":  # no 'scores' output
             raise ExportError(
                 f"quantize='int8' is for models with a 'scores' output (classifiers); this is "
                 f"a {meta['task']} model. Use quantize='dynamic' or 'float16'."

@@ -185,17 +185,21 @@ def serving_versions(saved_model: str) -> list[str]:
         >>> serving_versions("export/topics/3")
         ['2.14', '2.15', '2.16', '2.17', '2.18', '2.19', '2.20']
     """
-    ops = graph_ops(saved_model)
-    return [v for v in SERVING_RELEASES if not _missing(ops, v)]
+    return check_serving(saved_model)
 
 
-def check_serving(saved_model: str, serving: str) -> None:
-    """Raises `ExportError` naming each op that the stock TF Serving `serving` lacks.
+def check_serving(saved_model: str, serving: str | None = None) -> list[str]:
+    """Raises `ExportError` naming each op that the stock TF Serving `serving` lacks; returns
+    the releases that can load `saved_model` (its graph is read once for both).
 
     Example:
         >>> check_serving("export/topics/3", "2.19")       # tltf.export(..., serving="2.19")
+        ['2.14', '2.15', '2.16', '2.17', '2.18', '2.19', '2.20']
     """
-    missing = missing_ops(saved_model, serving)
+    if serving is not None:
+        _known(_release(serving))  # an unknown release raises before the graph is read
+    ops = graph_ops(saved_model)
+    missing = {} if serving is None else _missing(ops, _release(serving))
     if missing:
         lines = "".join(f"\n  {op}: {why}" for op, why in missing.items())
         raise ExportError(
@@ -204,6 +208,7 @@ def check_serving(saved_model: str, serving: str) -> None:
             "or a newer one, or from a server built with those ops (docs/serving.md); nothing "
             "was published."
         )
+    return [v for v in SERVING_RELEASES if not _missing(ops, v)]
 
 
 def _missing(ops: dict[str, set[str]], release: str) -> dict[str, str]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from tltf.errors import ExportError
 from tltf.modalities import get_modality
+from tltf.modalities.base import file_bytes
 
 MODES = ("float", "dynamic", "float16", "int8")
 INT8_IO = ("uint8", "int8")
@@ -248,12 +249,10 @@ def tensor_inputs(data: Any, meta: dict, limit: int | None = None, seed: int = 0
 
 
 def _read(item: Any) -> bytes:
-    if isinstance(item, bytes):
-        return item
-    if isinstance(item, str) and os.path.isfile(item):
-        with open(item, "rb") as fh:
-            return fh.read()
-    raise ExportError(f"{item!r} is not a file; give file paths, encoded bytes or an array.")
+    found = file_bytes(item)
+    if found is None:
+        raise ExportError(f"{item!r} is not a file; give file paths, encoded bytes or an array.")
+    return found
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
