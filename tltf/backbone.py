@@ -120,6 +120,8 @@ def member_weights(member: Any) -> list:
 def group_table(model: Any, groups: dict[str, list[str]]) -> str:
     """A text table of groups, parameter counts and trainable state, input side first.
 
+    The state is ``yes``, ``partly``, ``no``, or ``lora`` where only LoRA adapters train.
+
     Example:
         >>> print(group_table(bb.model, bb.groups).splitlines()[0])
         group            members       params  trainable
@@ -131,6 +133,9 @@ def group_table(model: Any, groups: dict[str, list[str]]) -> str:
         params = sum(math.prod(w.shape) for ws in weights for w in ws)
         trainable = [any(id(w) in trainable_ids for w in ws) for ws in weights if ws]
         state = "yes" if trainable and all(trainable) else "partly" if any(trainable) else "no"
+        opened = [w for ws in weights for w in ws if id(w) in trainable_ids]
+        if opened and all(w.name.startswith("lora_") for w in opened):
+            state = "lora"  # only Keras' LoRA adapters train (`tltf.lora`)
         rows.append(f"{name:<16}{len(members):>8}{params:>13,}  {state}")
     return "\n".join(rows)
 

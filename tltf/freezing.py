@@ -1,8 +1,9 @@
 """Which backbone layer groups train: freeze policies and the BatchNorm policy.
 
 Policies: ``"all"`` (feature extraction: only the head trains), ``"none"`` (full
-fine-tuning), ``"top:N"`` (the N groups nearest the output train), or a list of
-group names. With ``bn="frozen"`` BatchNormalization layers keep
+fine-tuning), ``"top:N"`` (the N groups nearest the output train), a list of
+group names, or ``"lora:RANK[:N]"`` (low-rank adapters on the attention
+projections of the top N groups, the rest frozen: `tltf.lora`). With ``bn="frozen"`` BatchNormalization layers keep
 ``trainable=False`` even inside trainable groups: Keras 3 then runs them in
 inference mode, so their moving statistics never change (a plain
 ``base(x, training=False)`` does not achieve that under ``fit``, keras #20285).
@@ -21,6 +22,7 @@ from typing import Any
 from tltf.backbone import group_members
 from tltf.compiling import compile_model
 from tltf.errors import SpecError
+from tltf.lora import is_lora, open_adapters, parse, targets_in
 from tltf.metadata import backbone_model, info, update_info
 
 BN_POLICIES = ("frozen", "train")  # "auto" (tltf.build): frozen for pretrained weights
@@ -32,7 +34,11 @@ def trainable_groups(freeze: str | list[str], groups: list[str]) -> list[str]:
     Example:
         >>> trainable_groups("top:2", ["embeddings", "layer_0", "layer_1"])
         ['layer_0', 'layer_1']
+        >>> trainable_groups("lora:8:1", ["embeddings", "layer_0", "layer_1"])   # adapted
+        ['layer_1']
     """
+    if is_lora(freeze):
+        return parse(freeze).groups(groups)
     if isinstance(freeze, (list, tuple)):
         unknown = [g for g in freeze if g not in groups]
         if unknown:
@@ -54,7 +60,8 @@ def trainable_groups(freeze: str | list[str], groups: list[str]) -> list[str]:
             )
         return list(groups[len(groups) - n :]) if n else []
     raise SpecError(
-        f"freeze={freeze!r}; use 'all', 'none', 'top:N' or a list of group names from {groups}."
+        f"freeze={freeze!r}; use 'all', 'none', 'top:N', 'lora:RANK' or a list of group names "
+        f"from {groups}."
     )
 
 
@@ -104,7 +111,7 @@ def apply_plan(model: Any, training_plan: TrainingPlan) -> list[str]:
 
     It does not compile: Keras fixes the trainable weights at compile time, so
     compile after applying (`fine_tune` does, once per phase). Returns the
-    trainable groups.
+    trainable groups (under a ``lora:`` policy, those whose adapters train).
 
     Example:
         >>> apply_plan(model, plan(model, "top:1"))
@@ -117,14 +124,26 @@ def apply_plan(model: Any, training_plan: TrainingPlan) -> list[str]:
     backbone = backbone_model(model)
     groups = group_members(backbone, info(model).groups)
     train = set(training_plan.groups(list(groups)))
+    lora = parse(freeze) if is_lora(freeze) else None
     _set_trainable(backbone, True)  # recurses into sublayers and their variables
     for group, members in groups.items():
+        opened = group in train and lora is None
         for member in members:
             if isinstance(member, keras.layers.Layer):
                 is_bn = isinstance(member, keras.layers.BatchNormalization)
-                _set_trainable(member, group in train and not (is_bn and bn == "frozen"))
-            elif group not in train:
+                _set_trainable(member, opened and not (is_bn and bn == "frozen"))
+            elif not opened:
                 member.trainable = False  # a variable; trainable ones were reset above
+    if lora is not None:
+        members = [m for g in groups if g in train for m in groups[g]]
+        layers = targets_in(members, lora.targets)
+        if train and not layers:
+            raise SpecError(
+                f"freeze={freeze!r}: groups {sorted(train)} have no layer named "
+                f"{' or '.join(lora.targets)} that takes LoRA (Dense, EinsumDense, Embedding); "
+                "name the target layers: lora:RANK:all:NAME+NAME."
+            )
+        open_adapters(model, layers, lora.rank)
     for layer in backbone._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization) and bn == "frozen":
             _set_trainable(layer, False)

@@ -33,7 +33,8 @@ class Run:
 
     Layout: ``tltf_run.json`` (finished phases, logs per epoch), ``weights-A-B.npz``
     (after the last finished phase), ``backup/A-B[-workerN]/`` (Keras' backups),
-    ``model.keras`` (the trained model, written by `finish`).
+    ``model.keras`` (the trained model, written by `finish`), and under a ``lora:``
+    policy ``adapters.npz`` (its adapters and head alone, `tltf.save_adapters`).
 
     Example:
         >>> run = Run("runs/topics", model)
@@ -118,8 +119,14 @@ class Run:
         """
         if not self.dir:
             return None
+        from tltf.lora import ADAPTERS_FILE, is_lora, save_adapters
+        from tltf.metadata import info
+
         with chief_writes(self._path("model.keras")) as target:
             model.save(target)
+        if is_lora(info(model).freeze):
+            with chief_writes(self._path(ADAPTERS_FILE)) as target:
+                save_adapters(model, target)
         backups = self._path("backup")
         if self.chief and _exists(backups) and not _list(backups):
             _remove_tree(backups)

@@ -34,6 +34,7 @@ from tltf.distribute import chief_only
 from tltf.errors import ExportError
 from tltf.heads import get_task
 from tltf.io import remove_stale, temporary_path, write_atomically
+from tltf.lora import merged
 from tltf.metadata import backbone_model, info
 from tltf.modalities import get_modality, modalities
 from tltf.serving_ops import check_serving, finish_saved_model
@@ -128,24 +129,26 @@ def export(
     tmp = temporary_path(path, str(version))
     samples = _samples(meta, parity_inputs)
     try:
-        servable, signatures = _servable(model, meta)
-        import tensorflow as tf
+        with merged(model):  # LoRA deltas folded into the kernels: a plain graph
+            servable, signatures = _servable(model, meta)
+            import tensorflow as tf
 
-        tf.saved_model.save(servable, tmp, signatures=signatures)
+            tf.saved_model.save(servable, tmp, signatures=signatures)
         methods = {name: m for name, m in EXAMPLE_SIGNATURES.values() if name in signatures}
         # debug attributes: TF Serving 2.14 refuses them; methods: Classify / Regress need them
         finish_saved_model(tmp, methods)
         releases = check_serving(tmp, serving)  # the stock releases that load it
-        parity = _check_parity(tmp, model, meta, samples)
+        parity = _check_parity(tmp, model, meta, samples)  # against the unmerged model
         extra = os.path.join(tmp, "assets.extra")
         os.makedirs(extra)
         write_atomically(
             os.path.join(extra, "labels.txt"), "".join(f"{c}\n" for c in meta["class_names"])
         )
         if "tflite" in formats:
-            parity["tflite"] = _write_tflite(
-                tmp, servable, model, meta, samples, mode, representative_data, tflite_io
-            )
+            with merged(model):
+                parity["tflite"] = _write_tflite(
+                    tmp, servable, model, meta, samples, mode, representative_data, tflite_io
+                )
         _write_warmup(os.path.join(extra, "tf_serving_warmup_requests"), path, samples)
         write_atomically(
             os.path.join(extra, "tltf.json"),

@@ -25,6 +25,7 @@ from tltf.errors import DataError, SpecError
 from tltf.feature_cache import adapt_feature_norm, fit_head, num_examples, subset, why_not_cached
 from tltf.freezing import apply_plan, plan, trainable_groups
 from tltf.heads import adapt_targets
+from tltf.lora import is_lora, parse
 from tltf.metadata import info
 from tltf.rates import set_lr_decay
 from tltf.runs import Run
@@ -247,6 +248,8 @@ def _announce(meta: dict, policy: Any, lr: float | None, epochs: int, early: boo
     opened = trainable_groups(policy, groups)
     if not opened:
         what = "head only (backbone frozen)"
+    elif is_lora(policy):
+        what = f"rank-{parse(policy).rank} LoRA adapters in {', '.join(opened)} and the head"
     elif len(opened) == len(groups):
         what = f"all {len(groups)} groups and the head"
     else:
@@ -302,7 +305,10 @@ def _stages(
     opened = trainable_groups(policy, groups)
     if unfreeze == "at_once" or len(opened) < 2:
         return [(policy, epochs)]
-    stages: list[tuple[Any, int]] = [(opened[-k:], 1) for k in range(1, len(opened))][:epochs]
+    lora = parse(policy) if is_lora(policy) else None
+    stages: list[tuple[Any, int]] = [
+        (lora.with_top(k) if lora else opened[-k:], 1) for k in range(1, len(opened))
+    ][:epochs]
     rest = epochs - len(stages)
     return stages + ([(policy, rest)] if rest > 0 else [])
 
