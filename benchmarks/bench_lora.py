@@ -35,9 +35,9 @@ def one(arm: str, k: str, lr: float | None, seed: int) -> dict:
     """Trains one arm in this process; its figures."""
     import keras
     import numpy as np
+    from bench_accuracy import backbone, features, load, logistic_regression, subsets
 
     import tltf
-    from bench_accuracy import backbone, features, load, logistic_regression, subsets
     from tltf.lora import adapter_count
     from tltf.metadata import backbone_model
 
@@ -88,11 +88,18 @@ def main() -> None:
     p.add_argument("--arms", default="top:2,none,lora:8")
     p.add_argument("--lora-lrs", default="5e-5,5e-4,2e-3", help="phase-2 rates of LoRA arms")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--one", nargs=3, metavar=("ARM", "K", "LR"), help=argparse_help())
+    p.add_argument(
+        "--one",
+        nargs=3,
+        metavar=("ARM", "K", "LR"),
+        help="internal: run one arm (LR 'default' or a number) and print its figures",
+    )
     args = p.parse_args()
     if args.one:
         arm, k, lr = args.one
-        print("RESULT " + json.dumps(one(arm, k, None if lr == "default" else float(lr), args.seed)))
+        print(
+            "RESULT " + json.dumps(one(arm, k, None if lr == "default" else float(lr), args.seed))
+        )
         return
     runs = []
     for k in args.ks.split(","):
@@ -116,10 +123,6 @@ def main() -> None:
                     flush=True,
                 )
     finish("lora", {"runs": runs}, args)
-
-
-def argparse_help() -> str:
-    return "internal: run one arm (LR 'default' or a number) and print its figures"
 
 
 if __name__ == "__main__":
