@@ -201,3 +201,26 @@ def test_train_help_lists_every_config_key(capsys):
         if option.type is not dict:
             assert option.flag in out
     assert "--config" in out and "--print-config" in out
+
+
+def test_train_with_lora_keeps_adapters_and_exports_merged(tiny_bert_dir, text_csvs, tmp_path):
+    argv = ["train", "--backbone", f"keras_hub:{tiny_bert_dir}", "--sequence-length", "16"]
+    argv += ["--data", str(text_csvs / "train.csv"), "--freeze", "lora:4", "--epochs", "1"]
+    argv += ["--freeze-epochs", "1", "--batch-size", "8", "--run-dir", str(tmp_path / "run")]
+    code, out, err = run_cli([*argv, "--export-dir", str(tmp_path / "export")])
+    assert code == 0, err
+    assert "rank-4 LoRA adapters in layer_0, layer_1 and the head" in out
+    model = tltf.load_model(str(tmp_path / "run" / "model.keras"))
+    assert tltf.info(model).freeze == "lora:4"
+    fresh = tltf.build(
+        f"keras_hub:{tiny_bert_dir}", class_names=tltf.info(model).class_names, sequence_length=16
+    )
+    tltf.load_adapters(fresh, str(tmp_path / "run" / "adapters.npz"))
+    texts = ["game play score", "math algebra", "audio music"]
+    import tensorflow as tf
+
+    assert "csv0" in os.listdir(tmp_path / "export")  # named after the data's folder
+    served = tf.saved_model.load(str(tmp_path / "export" / "csv0" / "1"))
+    scores = served.signatures["serving_default"](tf.constant(texts))["scores"].numpy()
+    expected = tf.nn.softmax(fresh.predict(tf.constant(texts), verbose=0)).numpy()
+    assert abs(scores - expected).max() < 1e-5

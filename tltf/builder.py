@@ -55,7 +55,8 @@ def build(
             ``token_classification`` or ``embedding`` (see `tltf.heads`).
         num_classes / class_names: the label set (tags, target names for regression);
             names are served by the export.
-        freeze: ``"all"``, ``"none"``, ``"top:N"`` or a list of group names.
+        freeze: ``"all"``, ``"none"``, ``"top:N"``, a list of group names, or
+            ``"lora:RANK[:N]"`` (LoRA adapters, the rest frozen: `tltf.lora`).
         bn: ``"frozen"`` keeps BatchNorm statistics fixed, ``"train"`` lets them adapt;
             ``"auto"``: frozen for pretrained weights, trained for random ones
             (`tltf.recipe`: random weights train from scratch).

@@ -94,7 +94,8 @@ OPTIONS: tuple[Option, ...] = (
         "freeze",
         list,
         None,
-        "trainable backbone groups: all (head only), none (everything), top:N, or g1,g2 "
+        "trainable backbone groups: all (head only), none (everything), top:N, g1,g2, or "
+        "lora:RANK (adapters on the attention projections, the rest frozen) "
         "(default: top:2; none with --weights random)",
         _MODEL,
     ),

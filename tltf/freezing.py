@@ -135,8 +135,7 @@ def apply_plan(model: Any, training_plan: TrainingPlan) -> list[str]:
             elif not opened:
                 member.trainable = False  # a variable; trainable ones were reset above
     if lora is not None:
-        members = [m for g in groups if g in train for m in groups[g]]
-        layers = targets_in(members, lora.targets)
+        layers = targets_in([m for g in groups if g in train for m in groups[g]], lora.targets)
         if train and not layers:
             raise SpecError(
                 f"freeze={freeze!r}: groups {sorted(train)} have no layer named "
@@ -144,6 +143,7 @@ def apply_plan(model: Any, training_plan: TrainingPlan) -> list[str]:
                 "name the target layers: lora:RANK:all:NAME+NAME."
             )
         open_adapters(model, layers, lora.rank)
+        train = {g for g in train if targets_in(groups[g], lora.targets)}  # those with adapters
     for layer in backbone._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization) and bn == "frozen":
             _set_trainable(layer, False)

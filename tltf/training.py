@@ -188,7 +188,7 @@ def fine_tune(
     applied = final
     for phase_policy, phase_lr, phase_epochs in phases:
         applied = plan(model, phase_policy)
-        apply_plan(model, applied)  # compiled once below, after the phase's length is known
+        opened = apply_plan(model, applied)  # compiled below, once the phase's length is known
         head = phase_policy == "all"
         warmup_phase = head and policy != "all"  # fits the head to clean features
         stop = []
@@ -208,7 +208,7 @@ def fine_tune(
         if phase_epochs <= 0:
             continue
         if verbose != 0:
-            _announce(meta, phase_policy, phase_lr, phase_epochs, bool(stop))
+            _announce(meta, phase_policy, opened, phase_lr, phase_epochs, bool(stop))
         if head:
             compile_model(model, lr=phase_lr)
         else:
@@ -242,10 +242,11 @@ def fine_tune(
     return _merge(histories)
 
 
-def _announce(meta: dict, policy: Any, lr: float | None, epochs: int, early: bool) -> None:
-    """One line per phase: what trains, at what rate, for how long."""
+def _announce(
+    meta: dict, policy: Any, opened: list[str], lr: float | None, epochs: int, early: bool
+) -> None:
+    """One line per phase: what trains (`opened` groups), at what rate, for how long."""
     groups = list(meta["groups"])
-    opened = trainable_groups(policy, groups)
     if not opened:
         what = "head only (backbone frozen)"
     elif is_lora(policy):
