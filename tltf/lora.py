@@ -25,18 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from tltf.errors import SpecError
-from tltf.io import write_atomically
 
 PREFIX = "lora:"
-ADAPTERS_FILE = "adapters.npz"  # in a run folder (`tltf.runs.Run.finish`)
 DEFAULT_TARGETS = ("query", "value")
 _ADAPTERS = {
     "_kernel": ("lora_kernel_a", "lora_kernel_b"),
@@ -45,7 +41,6 @@ _ADAPTERS = {
         "lora_embeddings_b",
     ),
 }
-_FORMAT = "tltf-lora-1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,93 +190,14 @@ def merged(model: Any) -> Iterator[None]:
             layer.lora_enabled = True
 
 
-def save_adapters(model: Any, path: str) -> str:
-    """Writes the adapters and the head of a LoRA-trained model to `path` (``.npz``).
-
-    Example:
-        >>> tltf.save_adapters(model, "topics.lora.npz")     # a few hundred KB for MiniLM
-        >>> fresh = tltf.build(spec, class_names=names, freeze="lora:8")
-        >>> tltf.load_adapters(fresh, "topics.lora.npz")     # the same model again
-
-    The file holds what training changed, so it applies only to the backbone the
-    model was built from (its weights' fingerprint is checked on load).
-    """
-    from tltf.metadata import info
-
-    meta = info(model)
-    if not is_lora(meta.freeze):
-        raise SpecError(
-            f"{model.name!r} has freeze={meta.freeze!r}; adapters exist under a lora:RANK "
-            "policy (tltf.build(..., freeze='lora:8'))."
-        )
-    _check_base(model, meta)
-    arrays = {f"adapter:{v.path}": v.numpy() for v in _adapter_list(model)}
-    arrays.update({f"head:{v.path}": v.numpy() for v in _head_variables(model)})
-    header = {
-        "format": _FORMAT,
-        "freeze": str(meta.freeze),
-        "backbone": meta.backbone,
-        "fingerprint": meta.fingerprint,
-        "task": meta.task,
-        "class_names": list(meta.class_names),
-    }
-    buffer = io.BytesIO()
-    np.savez(buffer, __header__=np.array(json.dumps(header)), **arrays)
-    write_atomically(str(path), buffer.getvalue())
-    return str(path)
-
-
-def load_adapters(model: Any, path: str) -> Any:
-    """Applies a `save_adapters` file to `model`, built from the same backbone; returns it.
-
-    The model gets the file's ``lora:`` policy, adapters and head weights. A model of
-    another backbone, task or class list is refused with `SpecError`.
-    """
-    from tltf.freezing import set_freeze
-    from tltf.metadata import info
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"{path}: not a tltf adapters file ({exc}).") from None
-    header = json.loads(str(arrays.pop("__header__", np.array("{}"))))
-    if header.get("format") != _FORMAT:
-        raise SpecError(f"{path} is not a tltf adapters file (tltf.save_adapters writes them).")
-    meta = info(model)
-    for key in ("fingerprint", "task", "class_names"):
-        ours = list(meta[key]) if key == "class_names" else meta[key]
-        if ours != header[key]:
-            raise SpecError(
-                f"{path} was trained on {header['backbone']} (fingerprint "
-                f"{header['fingerprint']}, task {header['task']}, classes "
-                f"{header['class_names']}); this model's {key} is {ours!r}. Build the model "
-                "with the same backbone, weights and class names."
-            )
-    set_freeze(model, header["freeze"], meta.bn)
-    variables = {f"adapter:{v.path}": v for v in _adapter_list(model)}
-    variables.update({f"head:{v.path}": v for v in _head_variables(model)})
-    missing = sorted(set(arrays) ^ set(variables))
-    if missing:
-        raise SpecError(f"{path} does not match this model's adapters: {missing[:4]}.")
-    for key, variable in variables.items():
-        variable.assign(arrays[key])
-    return model
-
-
 def adapter_count(model: Any) -> int:
     """The number of adapter parameters in a tltf model (0 without LoRA)."""
-    return sum(int(np.prod(v.shape)) for v in _adapter_list(model))
+    return sum(int(np.prod(v.shape)) for v in adapters_of(model))
 
 
-def _adapter_list(model: Any) -> list:
+def adapters_of(model: Any) -> list:
+    """Every adapter variable of a tltf model's backbone, layer by layer."""
     return [v for layer in adapted_layers(model) for v in adapter_variables(layer)]
-
-
-def _head_variables(model: Any) -> list:
-    from tltf.metadata import head_model
-
-    return list(head_model(model).weights)
 
 
 def _base_name(layer: Any) -> str:
@@ -294,19 +210,3 @@ def _merged_value(layer: Any) -> Any:
     a, b = (v.numpy() for v in adapter_variables(layer))
     delta = (layer.lora_alpha / layer.lora_rank) * np.tensordot(a, b, axes=1)
     return (base.numpy() + delta).astype(base.dtype)
-
-
-def _check_base(model: Any, meta: Any) -> None:
-    """Adapters apply to the backbone they were trained on: its weights must be unchanged."""
-    from tltf.backbone import weights_fingerprint
-    from tltf.metadata import backbone_model
-
-    adapters = {id(v) for v in _adapter_list(model)}
-    base = [w for w in backbone_model(model).weights if id(w) not in adapters]
-    if weights_fingerprint(meta.backbone, base) != meta.fingerprint:
-        raise SpecError(
-            f"{model.name!r}: its backbone weights differ from those it was built from "
-            "(a model loaded from .keras holds the adapters merged into its kernels, or "
-            "other groups were trained), so its adapters would not apply to that backbone. "
-            "Save adapters from the model that trained them, before saving it to .keras."
-        )

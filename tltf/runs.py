@@ -119,7 +119,8 @@ class Run:
         """
         if not self.dir:
             return None
-        from tltf.lora import ADAPTERS_FILE, is_lora, save_adapters
+        from tltf.adapters import ADAPTERS_FILE, save_adapters
+        from tltf.lora import is_lora
         from tltf.metadata import info
 
         with chief_writes(self._path("model.keras")) as target:
