@@ -62,6 +62,12 @@ def save_adapters(model: Any, path: str) -> str:
 def load_adapters(model: Any, path: str) -> Any:
     """Applies a `save_adapters` file to `model`, built from the same backbone; returns it.
 
+    Example:
+        >>> fresh = tltf.build(spec, class_names=names)       # any freeze policy
+        >>> tltf.load_adapters(fresh, "runs/topics/adapters.npz")
+        >>> tltf.info(fresh).freeze
+        'lora:8'
+
     The model gets the file's ``lora:`` policy, adapters and head weights. A model of
     another backbone, task or class list is refused with `SpecError`.
     """
