@@ -159,6 +159,19 @@ def test_defaults_come_from_one_place():
         assert kwargs["head_lr"] == recipe.HEAD_LR
 
 
+def test_lora_trains_at_its_own_rate(tiny_bert_dir, capsys):
+    """Adapters start at zero: phase 2 defaults to LORA_LR, not the backbone's rate."""
+    meta = {"default_lr": 5e-5}
+    assert recipe.backbone_lr(meta, "lora:8") == recipe.LORA_LR == 2e-3
+    assert recipe.backbone_lr(meta, "lora:8:1") == recipe.LORA_LR  # a gradual stage
+    assert recipe.backbone_lr(meta, "top:2") == recipe.backbone_lr(meta, "none") == 5e-5
+    model = tltf.build(
+        f"keras_hub:{tiny_bert_dir}", class_names=["a", "b"], sequence_length=16, freeze="lora:2"
+    )
+    tltf.fine_tune(model, (["x y", "z w"] * 4, ["a", "b"] * 4), epochs=1, freeze_epochs=0)
+    assert "LoRA adapters in layer_0, layer_1 and the head at lr 0.002" in capsys.readouterr().out
+
+
 def test_hold_out_is_stratified_and_seeded(capsys):
     labels = np.array(["a"] * 30 + ["b"] * 10 + ["c"] * 1)
     held = tltf.training.hold_out((np.arange(len(labels)), labels), seed=0)

@@ -20,14 +20,13 @@ the docs are made from.
 from __future__ import annotations
 
 import argparse
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tltf import recipe
 from tltf.distribute import PRECISIONS, STRATEGIES
-from tltf.errors import TltfError
-from tltf.recipe import HEAD_LR
+from tltf.errors import SpecError, TltfError, suggest
 
 
 class ConfigError(TltfError, ValueError):
@@ -191,10 +190,11 @@ OPTIONS: tuple[Option, ...] = (
         "lr",
         float,
         None,
-        "fine-tuning learning rate (default: the backbone's, 5e-5 text, 1e-4 image)",
+        "fine-tuning learning rate (default: the backbone's, 5e-5 text, 1e-4 image; 2e-3 "
+        "for lora:RANK)",
         _TRAIN,
     ),
-    Option("head_lr", float, HEAD_LR, "learning rate while only the head trains", _TRAIN),
+    Option("head_lr", float, recipe.HEAD_LR, "learning rate while only the head trains", _TRAIN),
     Option(
         "strategy",
         str,
@@ -260,7 +260,9 @@ def check(values: dict, source: str) -> dict[str, Any]:
     out = {}
     for key, value in values.items():
         if key not in BY_NAME:
-            raise ConfigError(f"{source}: unknown key {key!r}; {_suggest(str(key))}")
+            raise ConfigError(
+                f"{source}: unknown key {key!r}; {suggest(str(key), BY_NAME, 'valid keys')}"
+            )
         out[key] = _convert(BY_NAME[key], value, source)
     return out
 
@@ -416,6 +418,10 @@ def _convert(o: Option, value: Any, source: str) -> Any:
         raise bad
     if o.choices and value not in o.choices:
         raise ConfigError(f"{source}: {o.name}={value!r}; use one of {', '.join(o.choices)}.")
+    try:
+        recipe.check_arguments(**{o.name: value} if o.name in recipe.BOUNDED else {})
+    except SpecError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return value
 
 
@@ -436,15 +442,6 @@ def _kind(value: Any) -> str:
         list: "a list",
         dict: "a mapping",
     }.get(type(value), type(value).__name__)
-
-
-def _suggest(key: str) -> str:
-    """'did you mean X?' for the nearest valid key, else the list of valid keys."""
-    normalized = key.replace("-", "_").lower()
-    close = difflib.get_close_matches(normalized, list(BY_NAME), n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"valid keys: {', '.join(BY_NAME)}."
 
 
 def _show(value: Any) -> str:

@@ -44,6 +44,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tltf.errors import SpecError
+from tltf.lora import is_lora
+
 HEAD_LR = 3e-3  # Adam, while only the head trains
 HEAD_MAX_STEPS = 3000  # the head phase's step budget (cached features)
 HEAD_MAX_EPOCHS = 300
@@ -59,10 +62,53 @@ MIN_EPOCHS = 3
 PATIENCE = 3
 HOLDOUT = 0.1  # share of each class held out when no validation data is given
 SCRATCH_LR = 1e-3  # phase 2's rate when the backbone's weights are random
+LORA_LR = 2e-3  # phase 2's rate when only LoRA adapters train (`tltf.lora`)
 SCRATCH_EPOCHS = 30  # phase 2's upper bound then (it stops early on validation loss)
 # BatchNorm momentum of a random backbone, at most: Keras applications use 0.99-0.999,
 # whose moving statistics stay near their initial values for hundreds of steps
 SCRATCH_BN_MOMENTUM = 0.9
+
+
+# the least value of each numeric argument of `tltf.fine_tune` and `tltf.build` (and of
+# the config keys of the same names); rates must be above it
+LEAST = {"epochs": 0, "freeze_epochs": 0, "batch_size": 1, "image_size": 1, "sequence_length": 1}
+POSITIVE = ("lr", "head_lr")
+BOUNDED = (*LEAST, *POSITIVE)
+
+
+def check_arguments(**values: Any) -> None:
+    """`SpecError` naming the first argument out of range; None (a default) passes.
+
+    Example:
+        >>> check_arguments(epochs=-1)
+        SpecError: epochs=-1: must be a whole number of at least 0 (or None: sized by the data).
+    """
+    for name, value in values.items():
+        if value is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, (int, float)):
+            raise SpecError(f"{name}={value!r}: must be a number.")
+        if name in LEAST and (value < LEAST[name] or value != int(value)):
+            raise SpecError(
+                f"{name}={value!r}: must be a whole number of at least {LEAST[name]}"
+                + (" (or None: sized by the data)." if name.endswith("epochs") else ".")
+            )
+        if name in POSITIVE and not value > 0:
+            raise SpecError(f"{name}={value!r}: must be above 0 (e.g. 1e-4).")
+
+
+def backbone_lr(meta: Any, policy: Any) -> float:
+    """Phase 2's peak rate under `policy`: `LORA_LR` for adapters, else the backbone's own.
+
+    Example:
+        >>> backbone_lr(tltf.info(model), "lora:8"), backbone_lr(tltf.info(model), "top:2")
+        (0.002, 5e-05)
+
+    Adapters start at zero (``B = 0``), so they need far larger steps than pretrained
+    kernels: rank-8 LoRA on MiniLM at 32 rows per class (benchmarks/bench_lora.py, one
+    seed) reached 0.775 at MiniLM's 5e-5, 0.823 at 5e-4, 0.843 at 2e-3, 0.830 at 1e-2.
+    """
+    return LORA_LR if is_lora(policy) else float(meta["default_lr"])
 
 
 def head_epochs(steps_per_epoch: int, cached: bool) -> int:

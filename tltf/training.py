@@ -81,7 +81,8 @@ def fine_tune(
             (None: until it converges).
         freeze_epochs: head-only epochs before phase 2; None trains the head until it
             converges, 0 skips the head phase.
-        lr: phase-2 peak learning rate; default the backbone's (5e-5 text, 1e-4 image).
+        lr: phase-2 peak learning rate; default the backbone's (5e-5 text, 1e-4 image),
+            or `tltf.recipe.LORA_LR` (2e-3) when only LoRA adapters train.
         head_lr: the rate while only the head trains (`tltf.recipe.HEAD_LR`).
         lr_decay: per-group learning rates, stored in the model (see `tltf.build`);
             None keeps the model's, 1.0 turns them off.
@@ -112,13 +113,22 @@ def fine_tune(
         number is skipped where a phase stopped early); ``history.phase_starts``
         holds the index where each phase after the first begins.
     """
+    recipe.check_arguments(
+        epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, head_lr=head_lr, batch_size=batch_size
+    )
     meta = info(model)
     policy = meta["freeze"]
+    if epochs == 0 and (policy == "all" or freeze_epochs == 0):
+        raise SpecError(
+            f"epochs=0 with freeze={policy!r}"
+            + (" and freeze_epochs=0" if policy != "all" else "")
+            + " trains nothing; give epochs >= 1 (or None: sized by the data)."
+        )
     strategy = model.distribute_strategy
     batch_size = global_batch_size(batch_size, strategy)
     if scale_lr:
         replicas = strategy.num_replicas_in_sync
-        lr, head_lr = (lr or meta["default_lr"]) * replicas, head_lr * replicas
+        lr, head_lr = (lr or recipe.backbone_lr(meta, policy)) * replicas, head_lr * replicas
     run = Run(run_dir, model)
     if unfreeze not in UNFREEZE:
         raise SpecError(f"unfreeze={unfreeze!r}; use one of {UNFREEZE}.")
@@ -213,7 +223,7 @@ def fine_tune(
             compile_model(model, lr=phase_lr)
         else:
             steps = steps_per_epoch * phase_epochs
-            peak = phase_lr or meta["default_lr"]
+            peak = phase_lr or recipe.backbone_lr(meta, phase_policy)
             compile_model(model, lr=_warmup_cosine(peak, steps, warmup) if steps > 0 else peak)
         epoch_range = dict(initial_epoch=done, epochs=done + phase_epochs)
         phase_callbacks = [*(callbacks or []), *stop]
@@ -255,7 +265,7 @@ def _announce(
         what = f"all {len(groups)} groups and the head"
     else:
         what = f"groups {', '.join(opened)} and the head"
-    rate = lr or meta["default_lr"]
+    rate = lr or recipe.backbone_lr(meta, policy)
     length = f"up to {epochs} epochs, stopping early" if early else f"{epochs} epochs"
     print(f"tltf: training {what} at lr {rate:g}, {length}", flush=True)
 
