@@ -46,18 +46,24 @@ SCRIPT = textwrap.dedent(
                        input_shape=(32, 32, 3), freeze="top:1")
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (24, 32, 32, 3)).astype("float32")
-    data = tf.data.Dataset.from_tensor_slices((x, np.arange(24) % 2)).batch(8)
+    data = tf.data.Dataset.from_tensor_slices((x, np.arange(24) % 2))
+    if os.environ.get("SHUFFLE"):  # a new order each epoch, from one seed
+        data = data.shuffle(24, seed=1, reshuffle_each_iteration=True)
+    data = data.batch(8)
     history = tltf.fine_tune(model, data, epochs=3, freeze_epochs=1, lr=1e-2, verbose=0,
                              run_dir=sys.argv[1], callbacks=[Watch()])
-    say(epochs=history.epoch, loss=history.history["loss"])
+    say(epochs=history.epoch, loss=history.history["loss"],
+        kernel=float(model.get_layer("logits").kernel.numpy().sum()))
     """
 )
 
 
-def _run(script, run_dir, kill_at=None):
-    env = {k: v for k, v in os.environ.items() if k != "KILL_AT"}
+def _run(script, run_dir, kill_at=None, shuffle=False):
+    env = {k: v for k, v in os.environ.items() if k not in ("KILL_AT", "SHUFFLE")}
     if kill_at:
         env["KILL_AT"] = kill_at
+    if shuffle:
+        env["SHUFFLE"] = "1"
     done = subprocess.run(
         [sys.executable, str(script), str(run_dir)],
         env=env,
@@ -100,9 +106,32 @@ def test_sigkill_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path):
     assert final["epochs"] == [0, 1, 2, 3]  # every epoch once, across the three processes
     logged = [events1[1]["loss"], events2[1]["loss"], *(e["loss"] for e in events3 if "end" in e)]
     assert np.allclose(final["loss"], logged)
-    assert sorted(os.listdir(run_dir)) == ["model.keras", "tltf_run.json", "weights-1-4.npz"]
+    assert sorted(os.listdir(run_dir)) == [
+        ".lock",  # the run folder's lock (`tltf.io.FolderLock`), free again
+        "model.keras",
+        "tltf_run.json",
+        "weights-1-4.npz",
+    ]
 
     # Run again after it finished: nothing trains, the same history comes back.
     again, events4 = _run(script, run_dir)
     assert again.returncode == 0 and not [e for e in events4 if "begin" in e]
     assert events4[-1] == final
+
+
+def test_a_killed_and_resumed_run_trains_like_an_uninterrupted_one(tmp_path):
+    """Shuffled data: each epoch's order comes back after a kill, so nothing changes."""
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    whole, events = _run(script, tmp_path / "whole", shuffle=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    uninterrupted = events[-1]
+    for kill_at in ("1:1", "3:0"):  # early in phase 2, then late in it
+        killed, _ = _run(script, tmp_path / "resumed", kill_at=kill_at, shuffle=True)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    done, events = _run(script, tmp_path / "resumed", shuffle=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = events[-1]
+    assert resumed["epochs"] == uninterrupted["epochs"] == [0, 1, 2, 3]
+    np.testing.assert_allclose(resumed["loss"], uninterrupted["loss"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(resumed["kernel"], uninterrupted["kernel"], rtol=1e-5, atol=1e-6)

@@ -3,6 +3,23 @@
 Each message names the offending argument, file or row, and says what to do.
 """
 
+import difflib
+from collections.abc import Iterable
+
+
+def suggest(word: str, valid: Iterable[str], what: str = "valid") -> str:
+    """``did you mean 'X'?`` for the nearest of `valid`, else the list of them.
+
+    Example:
+        >>> suggest("poolling", ["weights", "pooling"], "options")
+        "did you mean 'pooling'?"
+    """
+    valid = list(valid)
+    close = difflib.get_close_matches(word.replace("-", "_").lower(), valid, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"{what}: {', '.join(valid)}."
+
 
 class TltfError(Exception):
     """Base class of every error tltf raises on purpose.
@@ -50,4 +67,13 @@ class ExportError(TltfError, RuntimeError):
     Example:
         >>> tltf.export(model, "export/topics", version=1)      # version 1 is there already
         ExportError: export/topics/1 exists; versions are immutable once served. ...
+    """
+
+
+class FolderInUse(TltfError, RuntimeError):
+    """A run folder that another live process is writing (it holds the folder's lock).
+
+    Example:
+        >>> tltf.fine_tune(model, train, run_dir="runs/topics")    # while tltf train runs there
+        FolderInUse: runs/topics is in use by PID 4711; wait for it to end, or use another run folder.
     """

@@ -16,7 +16,7 @@ import numpy as np
 
 from tltf.distribute.workers import _task_name, chief_writes, is_chief
 from tltf.errors import SpecError
-from tltf.io import write_atomically
+from tltf.io import FolderLock, write_atomically
 
 STATE_FILE = "tltf_run.json"
 
@@ -51,6 +51,10 @@ class Run:
         self.chief = is_chief()
         self._holds: str | None = None  # the finished phase whose weights the model holds
         self.state = {"model": self.identity, "phases": [], "weights": None, "epochs": {}}
+        # one writer at a time (local folders; the chief writes); released by `finish`
+        self.lock = FolderLock(run_dir) if run_dir and self.chief else None
+        if self.lock:
+            self.lock.acquire()
         if run_dir and _exists(self._path(STATE_FILE)):
             with _open(self._path(STATE_FILE), "r") as fh:
                 self.state = json.load(fh)
@@ -84,6 +88,7 @@ class Run:
             if self.state["weights"] == phase:
                 self._load_weights(model, phase)
             self._holds = phase
+            _advance(data, epochs - initial_epoch)  # the epochs it would have drawn
             return self._history(initial_epoch, epochs, None)
         if self.state["weights"] not in (None, self._holds):
             raise SpecError(
@@ -94,13 +99,16 @@ class Run:
         backup = self._path("backup", phase if self.chief else f"{phase}-{_task_name()}")
         callbacks = [
             *(fit_kwargs.pop("callbacks", None) or []),
-            _epoch_logs_class()(self),  # before the backup: an epoch's logs, then its weights
+            _epoch_logs_class()(
+                self, backup
+            ),  # before the backup: an epoch's logs, then its weights
             # kept until the phase's weights are saved: a kill in between loses no phase
             keras.callbacks.BackupAndRestore(
                 backup, double_checkpoint=True, delete_checkpoint=False
             ),
         ]
         model._initial_epoch = None  # Keras keeps a restored epoch on the model for later fits
+        _advance(data, _restored_epoch(backup) - initial_epoch)
         history = model.fit(
             data, initial_epoch=initial_epoch, epochs=epochs, callbacks=callbacks, **fit_kwargs
         )
@@ -131,6 +139,8 @@ class Run:
         backups = self._path("backup")
         if self.chief and _exists(backups) and not _list(backups):
             _remove_tree(backups)
+        if self.lock:
+            self.lock.release()
         return self._path("model.keras") if self.chief else None
 
     def _history(self, first: int, end: int, history: Any) -> Any:
@@ -149,6 +159,7 @@ class Run:
 
     def _save_weights(self, model: Any, phase: str) -> None:
         arrays = {f"w{i}": np.asarray(w.numpy()) for i, w in enumerate(model.weights)}
+        arrays.update({f"s{i}": np.asarray(v.numpy()) for i, v in enumerate(_seed_states(model))})
         previous = self.state["weights"]
         self.state["phases"].append(phase)
         self.state["weights"] = phase
@@ -167,6 +178,9 @@ class Run:
             arrays = np.load(io.BytesIO(fh.read()))
         for i, weight in enumerate(model.weights):
             weight.assign(arrays[f"w{i}"])
+        for i, state in enumerate(_seed_states(model)):  # dropout's random stream goes on
+            if f"s{i}" in arrays:
+                state.assign(arrays[f"s{i}"])
 
     def write_state(self) -> None:
         """Writes ``tltf_run.json`` atomically (the chief only).
@@ -201,6 +215,12 @@ def _remove(path: str) -> None:
         tf.io.gfile.remove(path)
 
 
+def _makedirs(path: str) -> None:
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(path)
+
+
 def _list(path: str) -> list[str]:
     import tensorflow as tf
 
@@ -215,19 +235,76 @@ def _remove_tree(path: str) -> None:
 
 
 @functools.cache
+def _seed_states(model: Any) -> list:
+    """The model's random-number states (`keras.random.SeedGenerator`s, e.g. dropout's):
+    variables that ``model.weights`` leaves out."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _restored_epoch(backup: str) -> int:
+    """The epoch `keras.callbacks.BackupAndRestore` will resume `backup` at (0: none)."""
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        path = os.path.join(backup, name)
+        if not _exists(path):
+            continue
+        try:
+            with _open(path, "r") as fh:
+                return int(json.load(fh)["epoch"])
+        except (ValueError, KeyError):  # a half-written file: Keras falls back to the .bkp
+            continue
+    return 0
+
+
+def _advance(data: Any, epochs: int) -> None:
+    """Draws `epochs` epochs' shuffle orders from `data` without training on them.
+
+    A tf.data pipeline reshuffles on each pass from one seeded sequence, so a resumed
+    process starts that sequence again; drawing (and dropping) the first batch of each
+    epoch that ran before brings epoch E back to the order it had in an uninterrupted
+    run. A kill then changes nothing in the history or the weights (on one device).
+    """
+    if epochs <= 0 or not hasattr(data, "as_numpy_iterator"):
+        return
+    # Keras 3's EpochIterator opens an iterator as each epoch begins (and reads it) and,
+    # when the number of batches is known, opens another as it ends (unread); each
+    # draws the next order, and a read one the orders of any shuffles inside it too
+    known = int(data.cardinality()) > 0
+    for _ in range(epochs):
+        next(iter(data), None)
+        if known:
+            iter(data)
+
+
 def _epoch_logs_class() -> type:
     """The callback class that records epochs in a `Run` (made on first use: keras loads late)."""
     import keras
 
     class EpochLogs(keras.callbacks.Callback):
-        """Records each finished epoch's logs in the run state."""
+        """Records each finished epoch's logs in the run state, and the model's random
+        states beside the backup (Keras' backup holds weights, not `SeedGenerator`s)."""
 
-        def __init__(self, run: Run) -> None:
+        def __init__(self, run: Run, backup: str) -> None:
             super().__init__()
             self.run = run
+            self.backup = backup
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            path = os.path.join(self.backup, f"seeds-{_restored_epoch(self.backup)}.npz")
+            if _exists(path):
+                with _open(path, "rb") as fh:
+                    arrays = np.load(io.BytesIO(fh.read()))
+                for i, state in enumerate(_seed_states(self.model)):
+                    state.assign(arrays[f"s{i}"])
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.run.state["epochs"][str(epoch)] = {k: float(v) for k, v in (logs or {}).items()}
             self.run.write_state()
+            buffer = io.BytesIO()
+            np.savez(buffer, **{f"s{i}": v.numpy() for i, v in enumerate(_seed_states(self.model))})
+            if not _exists(self.backup):
+                _makedirs(self.backup)
+            write_atomically(os.path.join(self.backup, f"seeds-{epoch + 1}.npz"), buffer.getvalue())
+            _remove(os.path.join(self.backup, f"seeds-{epoch - 1}.npz"))  # keeps two
 
     return EpochLogs

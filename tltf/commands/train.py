@@ -21,6 +21,7 @@ The run folder (``--run-dir``, default ``runs/NAME-TIMESTAMP``) holds::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -29,6 +30,7 @@ from typing import Any
 
 from tltf import config, plots
 from tltf.errors import TltfError
+from tltf.io import FolderLock
 from tltf.modalities import get_modality
 
 HELP = "fine-tune a pretrained backbone on your data (no arguments: the bundled example)"
@@ -263,6 +265,14 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg = fill_names(dict(cfg))
     run_dir = cfg["run_dir"]
     chief = tltf.distribute.is_chief()  # other workers of a multi-worker run write nothing
+    with FolderLock(run_dir) if chief else contextlib.nullcontext():  # one writer at a time
+        return _train_and_report(cfg, run_dir, chief, started)
+
+
+def _train_and_report(cfg: dict[str, Any], run_dir: str, chief: bool, started: float) -> dict:
+    """`train_and_report`'s work, inside the run folder's lock."""
+    import tltf
+
     parts = training_data(cfg)
     train, val, test = parts["train"], parts.get("validation"), parts.get("test")
     model = build_model(cfg, train)
@@ -271,7 +281,6 @@ def train_and_report(cfg: dict[str, Any]) -> dict[str, Any]:
         parts = {k: v.with_class_names(names) for k, v in parts.items()}
         train, val, test = parts["train"], parts.get("validation"), parts.get("test")
     if chief:
-        os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as fh:
             fh.write(config.to_yaml(cfg))
     spec = tltf.info(model)["backbone"]
