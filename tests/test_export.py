@@ -770,3 +770,36 @@ def test_text_pair_parity_inputs_are_two_lists(tmp_path, task_exports):
     model = task_exports["text_pair"][0]
     with pytest.raises(ExportError, match=r"\(texts, second_texts\)"):
         tltf.export(model, str(tmp_path / "pair"), parity_inputs=TEXTS)
+
+
+def test_predict_and_evaluate_name_the_bad_file(tmp_path, exports, image_files):
+    """A truncated image, a non-image, a non-UTF-8 CSV, image paths given to a text export,
+    and an image folder evaluated by a text export: each one line naming the file."""
+    from tltf.commands.evaluate import evaluate_export
+    from tltf.errors import DataError, TltfError
+
+    whole = open(image_files["exact.png"], "rb").read()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 3])
+    (tmp_path / "notes.png").write_text("not an image at all")
+    for name in ("cut.png", "notes.png"):
+        run, args = predict_args(exports["image"], image_files["exact.png"], str(tmp_path / name))
+        with pytest.raises(TltfError, match=f"{name}: the export cannot decode it"):
+            run(args)
+    (tmp_path / "latin.csv").write_bytes(b"text\ncaf\xe9 au lait\n")
+    run, args = predict_args(exports["text"][-1], str(tmp_path / "latin.csv"), "--column", "text")
+    with pytest.raises(DataError, match="latin.csv line 2: not valid UTF-8"):
+        run(args)
+    run, args = predict_args(exports["text"][-1], image_files["exact.png"])
+    with pytest.warns(UserWarning, match="exact.png is a file, and .* takes texts"):
+        assert run(args) == 0
+
+    import tltf
+
+    folder = tmp_path / "photos"
+    for label in ("cats", "dogs"):
+        (folder / label).mkdir(parents=True)
+        for i in range(2):
+            (folder / label / f"{i}.png").write_bytes(whole)
+    images = tltf.data.from_directory(str(folder))
+    with pytest.raises(TltfError, match="is a text model, and .* holds image examples"):
+        evaluate_export(os.path.dirname(exports["text"][-1]), images)

@@ -6,13 +6,14 @@ from typing import Any
 
 from tltf import recipe
 from tltf.backbone import Backbone
-from tltf.backbones import load_backbone
+from tltf.backbones import load_backbone, source_options
 from tltf.card import ModelCard
 from tltf.compiling import compile_model
 from tltf.distribute import builds_in_scope
 from tltf.errors import SpecError
 from tltf.freezing import BN_POLICIES, set_freeze
 from tltf.heads import get_task, head_options
+from tltf.io import load_keras
 from tltf.metadata import BACKBONE_LAYER, FEATURE_NORM_LAYER, INFO_LAYER
 from tltf.modalities import get_modality, import_layer_modules, modalities
 from tltf.rates import check_lr_decay
@@ -99,6 +100,7 @@ def build(
     """
     import keras
 
+    recipe.check_arguments(sequence_length=backbone_options.get("sequence_length"))
     task_obj = get_task(task)
     class_names = _class_names(num_classes, class_names, task_obj.default_names)
     task_obj.check_names(class_names)
@@ -106,15 +108,13 @@ def build(
         raise SpecError(f"bn={bn!r}; use one of {('auto', *BN_POLICIES)}.")
     opts = head_options(head, task)
     needs = task_obj.backbone_options if isinstance(backbone, str) else {}
-    try:
-        bb = load_backbone(backbone, **{**needs, **backbone_options})
-    except TypeError as exc:
-        if not needs or "unexpected keyword" not in str(exc):
-            raise
+    accepted = source_options(backbone) if needs else None
+    if accepted is not None and not set(needs) <= set(accepted):
         raise SpecError(
             f"task={task!r} needs a backbone that takes {needs}; {backbone!r} does not "
             "(docs/finetuning.md says which backbones each task takes)."
-        ) from None
+        )
+    bb = load_backbone(backbone, **{**needs, **backbone_options})
 
     bn = _bn_policy(bb, bn)
     mod = get_modality(bb.modality)
@@ -222,7 +222,6 @@ def load_model(path: str, *, safe_mode: bool = True) -> Any:
     trainable sublayers, so a plain `fit` would train layers the policy froze;
     this re-applies ``tltf.info(model)``'s freeze and BN policies and compiles.
     """
-    import keras
 
     import tltf.layers  # noqa: F401  registers tltf's layers for deserialization
     from tltf.metadata import info
@@ -232,7 +231,7 @@ def load_model(path: str, *, safe_mode: bool = True) -> Any:
         import keras_hub  # noqa: F401  registers the KerasHub layers text models hold
     except ImportError:
         pass
-    model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    model = load_keras(path, safe_mode=safe_mode)
     meta = info(model)
     set_freeze(model, meta["freeze"], meta["bn"])
     compile_model(model)

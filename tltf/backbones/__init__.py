@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tltf.backbone import Backbone
-from tltf.errors import SpecError
+from tltf.errors import SpecError, suggest
 
 # spec prefix -> the module that registers it
 BUILTIN = {
@@ -115,7 +115,44 @@ def load_backbone(spec: str | Backbone, **options: Any) -> Backbone:
             )
         return spec
     source, target = _parse_spec(spec)
+    check_options(spec, _SOURCES[source], options)
     return _SOURCES[source](target, spec=spec, **options)
+
+
+def check_options(spec: str, fn: Callable, options: dict) -> None:
+    """`SpecError` naming an option that `fn` (a source) does not take, with a suggestion.
+
+    Example:
+        >>> check_options("keras:MobileNet", load, {"poolling": "avg"})
+        SpecError: keras:MobileNet: unknown option poolling=; did you mean 'pooling'? ...
+    """
+    accepted = _option_names(fn)
+    unknown = [o for o in options if accepted is not None and o not in accepted]
+    if unknown:
+        raise SpecError(
+            f"{spec}: unknown option {unknown[0]}=; {suggest(unknown[0], accepted, 'options')}"
+            f" (this backbone takes {', '.join(accepted) or 'no options'})."
+        )
+
+
+def source_options(spec: str) -> list[str] | None:
+    """The options a spec's source takes, from its signature; None if it takes any.
+
+    Example:
+        >>> source_options("keras:MobileNet")
+        ['weights', 'input_shape', 'pooling', 'sha256']
+    """
+    source, _ = _parse_spec(spec)
+    return _option_names(_SOURCES[source])
+
+
+def _option_names(fn: Callable) -> list[str] | None:
+    import inspect
+
+    parameters = list(inspect.signature(fn).parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters if p.name != "spec"]
 
 
 def _import_sources() -> None:

@@ -18,6 +18,7 @@ cache folders and the local-folder alternative.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any
@@ -44,12 +45,6 @@ def text_groups(model: Any) -> dict[str, list[str]]:
     names = [layer.name for layer in model.layers if layer.weights]
     blocks = [(m := _LAYER_RE.search(name)) and f"layer_{int(m[1])}" for name in names]
     return grouped(names, fill(blocks, before="embeddings", after="pooler"))
-
-
-@register_source("hf", modality="text")
-def load_hf(name: str, *, spec: str, **options: Any) -> Backbone:
-    """``hf:org/name``: a Hugging Face model, converted through KerasHub."""
-    return load(name if name.startswith("hf://") else f"hf://{name}", spec=spec, **options)
 
 
 @register_source("keras_hub", "keras_nlp")
@@ -145,6 +140,13 @@ def load(
         input_spec={"shape": [], "dtype": "string", "sequence_length": int(sequence_length)},
         default_lr=5e-5,
     )
+
+
+@register_source("hf", modality="text")
+@functools.wraps(load, assigned=())  # its options are keras_hub's (`source_options`)
+def load_hf(name: str, *, spec: str, **options: Any) -> Backbone:
+    """``hf:org/name``: a Hugging Face model, converted through KerasHub."""
+    return load(name if name.startswith("hf://") else f"hf://{name}", spec=spec, **options)
 
 
 def _takes_images(backbone: Any, spec: str) -> bool:

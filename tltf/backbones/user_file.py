@@ -37,10 +37,11 @@ import os
 from typing import Any
 
 from tltf.backbone import Backbone
-from tltf.backbones import keras_apps, register_source, tf_hub
+from tltf.backbones import check_options, keras_apps, register_source, tf_hub
 from tltf.backbones.fetch import check_sha256
 from tltf.backbones.grouping import fill, grouped
 from tltf.errors import SpecError
+from tltf.io import load_keras
 from tltf.metadata import BACKBONE_LAYER, INFO_LAYER, info, preprocessing_layers
 from tltf.modalities.audio_files import MIN_SAMPLES, SAMPLE_RATE
 
@@ -92,6 +93,7 @@ def load(
                 f"{spec}: cut= works on .keras files; a SavedModel is one function. Use "
                 "output_key= to pick an output, or export the network without its head."
             )
+        check_options(spec, tf_hub.load, saved_model_options)
         bb = tf_hub.load(
             path, spec=spec, preprocess=preprocess or "none", sha256=sha256, **saved_model_options
         )
@@ -123,15 +125,7 @@ def _from_keras_file(
     from tltf.modalities import import_layer_modules
 
     import_layer_modules()  # a tltf model of any modality (task A) may hold its layers
-    try:
-        network = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
-    except ValueError as exc:
-        if "safe_mode" in str(exc):
-            raise SpecError(
-                f"{spec}: the file runs Python code when loaded (a Lambda layer); tltf loads "
-                "it only with safe_mode=False, which you should pass only for files you trust."
-            ) from None
-        raise SpecError(f"{spec}: Keras could not load {path}: {exc}") from None
+    network = load_keras(path, safe_mode=safe_mode)
     if INFO_LAYER in {layer.name for layer in network.layers}:
         if cut is not None or preprocess is not None:
             raise SpecError(

@@ -58,6 +58,9 @@ def evaluate_export(export_dir: str, data: Any, batch_size: int = 32) -> Any:
     from tltf.commands.predict import predict
     from tltf.evaluation import classification_report
 
+    modality = _export_manifest(export_dir).get("modality")
+    if modality:
+        _check_kind(export_dir, modality, data)
     rows = predict(export_dir, get_modality(data.modality).cli_inputs(data), batch_size=batch_size)
     index = {name: i for i, name in enumerate(data.class_names)}
     predicted = [index[row["label"]] for row in rows]
@@ -78,11 +81,7 @@ def evaluate_tflite(path: str, data: Any, batch_size: int = 32) -> Any:
     from tltf.tflite import TFLiteModel, tensor_inputs
 
     meta = tflite_meta(path)
-    if get_modality(data.modality) is not get_modality(meta["modality"]):  # not its kind
-        raise TltfError(
-            f"{path} is a {meta['modality']} model, and {data.source} holds {data.modality} "
-            "examples; give it data of its kind."
-        )
+    _check_kind(path, meta["modality"], data)
     lite = TFLiteModel(path)
     scores = lite.scores(tensor_inputs(data, meta), batch_size=batch_size)
     index = {name: i for i, name in enumerate(data.class_names)}
@@ -132,13 +131,27 @@ def export_class_names(export_dir: str) -> list[str]:
 
 def _export_task(export_dir: str) -> str:
     """The task in an export's ``assets.extra/tltf.json`` (classification if it has none)."""
+    return _export_manifest(export_dir).get("task", "classification")
+
+
+def _export_manifest(export_dir: str) -> dict:
+    """The latest version's ``assets.extra/tltf.json`` ({} for an export without one)."""
     from tltf.io import latest_version
 
     path = os.path.join(latest_version(export_dir), "assets.extra", "tltf.json")
     if not os.path.isfile(path):
-        return "classification"
+        return {}
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh).get("task", "classification")
+        return json.load(fh)
+
+
+def _check_kind(model_path: str, modality: str, data: Any) -> None:
+    """A model evaluates only data of its modality (text models would read image paths)."""
+    if get_modality(data.modality) is not get_modality(modality):
+        raise TltfError(
+            f"{model_path} is a {modality} model, and {data.source} holds {data.modality} "
+            "examples; give it data of its kind."
+        )
 
 
 def format_confusion(report: Any) -> str:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import io
 import json
 import os
+import warnings
 from typing import Any
 
 from tltf.errors import TltfError
 from tltf.io import latest_version
+from tltf.modalities.text_files import decode_utf8
 
 HELP = "run an exported SavedModel on image files, texts or a CSV column; print top labels"
 SEPARATOR = "|||"
@@ -99,14 +102,27 @@ def predict(
     if len(names) == 1 and any(not isinstance(x, str) for x in inputs):
         raise TltfError(f"{folder} takes one input each, not pairs: give texts or file paths.")
     columns = _pair_columns(inputs, separator) if len(names) == 2 else [list(inputs)]
+    files = names[0].endswith("_bytes")  # image or audio files; else texts
+    paths = [x for x in inputs if not files and isinstance(x, str) and os.path.isfile(x)]
+    if paths:
+        warnings.warn(
+            f"{paths[0]} is a file, and {folder} takes texts: tltf predict classifies the "
+            "path as a string. To classify a CSV's texts, give the file with --column NAME.",
+            stacklevel=2,
+        )
     rows = []
     for start in range(0, len(inputs), batch_size):
         feed = {}
         for name, column in zip(names, columns, strict=True):
             batch = column[start : start + batch_size]
-            values = [_read_image(p) for p in batch] if name.endswith("_bytes") else batch
+            values = [_read_file(p, name) for p in batch] if name.endswith("_bytes") else batch
             feed[name] = tf.constant(values, dtype=specs[name].dtype)
-        outputs = fn(**feed)
+        try:
+            outputs = fn(**feed)
+        except tf.errors.InvalidArgumentError as exc:
+            if not files:
+                raise
+            raise _undecodable(fn, names[0], feed[names[0]], columns[0][start:], exc) from None
         for i in range(len(feed[names[0]])):
             rows.append({key: _plain(value.numpy()[i]) for key, value in sorted(outputs.items())})
     return rows
@@ -197,11 +213,32 @@ def _plain(value: Any) -> Any:
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _read_image(path: str) -> bytes:
+def _read_file(path: str, name: str) -> bytes:
+    """The bytes of `path` for the input `name` (``image_bytes``, ``audio_bytes``)."""
+    kind = name.removesuffix("_bytes")
     if not os.path.isfile(path):
-        raise TltfError(f"{path}: no such image file (this export takes image files).")
+        raise TltfError(f"{path}: no such {kind} file (this export takes {kind} files).")
     with open(path, "rb") as fh:
         return fh.read()
+
+
+def _undecodable(fn: Any, name: str, batch: Any, paths: list[str], exc: Exception) -> TltfError:
+    """The error naming the first file of `batch` that the export cannot decode.
+
+    The batch failed as a whole; each file is run alone (only on this error path).
+    """
+    import tensorflow as tf
+
+    for i, path in enumerate(paths[: len(batch)]):
+        try:
+            fn(**{name: batch[i : i + 1]})
+        except tf.errors.InvalidArgumentError as one:
+            reason = (one.message or str(one)).strip().splitlines()[0]
+            return TltfError(
+                f"{path}: the export cannot decode it ({reason}). Is it a complete file of "
+                f"the kind the export takes ({name})? Replace or leave out that file."
+            )
+    return TltfError(f"The export failed on {paths[0]} ...: {exc}")
 
 
 def _read_columns(files: list[str], columns: list[str]) -> list[tuple[str, ...]]:
@@ -210,16 +247,15 @@ def _read_columns(files: list[str], columns: list[str]) -> list[tuple[str, ...]]
     values = []
     for file in files:
         try:
-            with open(file, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                for column in columns:
-                    if column not in (reader.fieldnames or []):
-                        raise TltfError(
-                            f"{file}: no column {column!r}; columns: {reader.fieldnames}."
-                        )
-                rows = [tuple(row[c] for c in columns) for row in reader]
+            with open(file, "rb") as fh:
+                text = decode_utf8(fh.read(), file)
         except OSError as exc:
             raise TltfError(f"{file}: cannot read ({exc.strerror}).") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        for column in columns:
+            if column not in (reader.fieldnames or []):
+                raise TltfError(f"{file}: no column {column!r}; columns: {reader.fieldnames}.")
+        rows = [tuple(row[c] for c in columns) for row in reader]
         folder = os.path.dirname(os.path.abspath(file))
         for row in rows:
             values.append(tuple(_beside(folder, value) for value in row))

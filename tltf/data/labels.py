@@ -7,6 +7,7 @@ call these for CSV, JSON Lines and arrays alike.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,10 +45,23 @@ def labels_from_values(
     source: str,
     column: str,
 ) -> tuple[np.ndarray, list[str]]:
-    """Label strings -> (indices, class names); default names are the sorted labels."""
+    """Label strings -> (indices, class names); default names are the sorted labels.
+
+    Labels are stripped of surrounding whitespace (``"cats "`` is ``"cats"``), with a
+    warning naming the first such row; labels that differ only in case are warned about.
+    """
     for i, v in enumerate(values):
         if not v.strip():
             raise DataError(f"{where(i)}: empty label in {column!r}; fill it in or delete the row.")
+    padded = [i for i, v in enumerate(values) if v != v.strip()]
+    if padded:
+        warnings.warn(
+            f"{where(padded[0])}: label {values[padded[0]]!r} has surrounding whitespace; "
+            f"{len(padded)} label(s) in {column!r} were stripped (it is {values[padded[0]].strip()!r}).",
+            stacklevel=4,
+        )
+        values = [v.strip() for v in values]
+    _warn_case_twins(values, source, column)
     if class_names is None:
         names = sorted(set(values))
         need_two_classes(names, source)
@@ -61,6 +75,21 @@ def labels_from_values(
                 "class_names, or drop the rows that carry it."
             )
     return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def _warn_case_twins(values: Sequence[str], source: str, column: str) -> None:
+    """Warns about labels that differ only in case ("Cats" and "cats"): two classes."""
+    spellings: dict[str, set[str]] = {}
+    for v in values:
+        spellings.setdefault(v.casefold(), set()).add(v)
+    twins = [sorted(group) for group in spellings.values() if len(group) > 1]
+    if twins:
+        warnings.warn(
+            f"{source}: labels in {column!r} that differ only in case are separate classes: "
+            + "; ".join(" and ".join(repr(v) for v in group) for group in twins[:3])
+            + ". Spell each class one way if they are the same.",
+            stacklevel=4,
+        )
 
 
 def need_two_classes(names: Sequence[str], source: str) -> None:

@@ -126,6 +126,11 @@ def _csv_rows(path: str) -> tuple[list[dict], list[int], list[str]]:
         if header is None:
             header = [h.strip() for h in row]
             continue
+        if len(row) > len(header):
+            raise DataError(
+                f"{path} line {start}: {len(row)} fields, header has {len(header)} (quote "
+                'texts that contain commas: "a, b").'
+            )
         rows.append(dict(zip(header, row, strict=False)))
         lines.append(start)
     if header is None:

@@ -61,8 +61,14 @@ def inspect_image(
                 return None, needs_pillow, transparent
     except Image.DecompressionBombError as e:  # over twice Pillow's own limit
         found = re.search(r"\((\d+) pixels\)", str(e))
-        raise _too_big(
-            path, f"{int(found.group(1)):,}" if found else "too many", max_pixels
+        size = f"{int(found.group(1)):,}" if found else "too many"
+        hard = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        if max_pixels < hard:
+            raise _too_big(path, size, max_pixels) from None
+        raise DataError(
+            f"{path} has {size} pixels, over Pillow's own hard limit of {hard:,} (twice "
+            "PIL.Image.MAX_IMAGE_PIXELS), which max_pixels= cannot raise. If you trust the "
+            "file, set PIL.Image.MAX_IMAGE_PIXELS higher before loading, or resize it."
         ) from None
     except DataError:
         raise
