@@ -45,6 +45,12 @@ def _keras_file(tmp_path, *, truncated: bool = False, custom: bool = False) -> s
     return path
 
 
+def _image_model():
+    return tltf.build(
+        "keras:MobileNetV2", class_names=["a", "b"], weights=None, input_shape=(32, 32, 3)
+    )
+
+
 # (case, call, error class, words the message must hold)
 CASES = [
     (
@@ -52,6 +58,24 @@ CASES = [
         lambda tmp: tltf.data.from_csv(_csv(tmp, "text,label\nhi,a\nyo,b\ntoo,many,fields\n")),
         DataError,
         r"r.csv line 4: 3 fields, header has 2 \(quote texts that contain commas",
+    ),
+    (
+        "arrays of different lengths",
+        lambda tmp: tltf.data.from_arrays(["a", "b", "c"], ["x", "y"]),
+        DataError,
+        "arrays: 3 examples but 2 labels",
+    ),
+    (
+        "fine_tune arrays of different lengths",
+        lambda tmp: tltf.fine_tune(_image_model(), (np.zeros((3, 32, 32, 3)), [0, 1]), epochs=1),
+        DataError,
+        r"\(x, y\) arrays of different lengths \(\[2, 3\]\)",
+    ),
+    (
+        "file paths given to an image model",
+        lambda tmp: tltf.fine_tune(_image_model(), (["a.png", "b.png"], [0, 1]), epochs=1),
+        DataError,
+        "x holds str values such as 'a.png', and this image model takes float32 arrays",
     ),
     ("epochs < 0", lambda tmp: tltf.fine_tune(None, None, epochs=-1), SpecError, "epochs=-1"),
     (

@@ -116,7 +116,17 @@ class Modality:
             >>> get_modality("text").model_inputs(np.array(["a", "b"]), meta, task)
             ['a', 'b']
         """
-        return np.asarray(x, dtype=meta["input_spec"]["dtype"])
+        spec = meta["input_spec"]
+        try:
+            return np.asarray(x, dtype=spec["dtype"])
+        except (TypeError, ValueError):
+            first = next(iter(x), None) if hasattr(x, "__iter__") else x
+            raise DataError(
+                f"x holds {type(first).__name__} values such as {str(first)[:40]!r}, and this "
+                f"{self.name} model takes {spec['dtype']} arrays of shape {spec['shape']} per "
+                f"example. Load files with tltf.data (from_directory, from_csv), or give arrays "
+                "of that kind."
+            ) from None
 
     def input_layers(self, x: Any, spec: str, options: dict) -> tuple[Any, dict]:
         """Layers between the raw input and the preprocessor (e.g. augmentation), for the

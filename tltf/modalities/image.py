@@ -42,9 +42,6 @@ class Image(Modality):
     def accepts(self, input_spec: dict) -> bool:
         return input_spec.get("dtype") != "string" and len(input_spec.get("shape", ())) == 3
 
-    def model_inputs(self, x: Any, meta: dict, task: Any) -> Any:
-        return np.asarray(x, dtype="float32")
-
     def input_layers(self, x: Any, spec: str, options: dict) -> tuple[Any, dict]:
         """Augmentation right after the raw pixels; the background colour into the input spec."""
         augment, background = options.get("augment", "none"), options.get("background")
