@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ def test_reuse_and_invalidation(tmp_path, tiny_bert_dir, tiny_text_data, extract
     assert len(os.listdir(tmp_path)) == 4
 
 
-def test_image_files_cache_and_key_on_mtime(tmp_path, extractions, capsys):
+def test_image_files_cache_and_key_on_content(tmp_path, extractions, capsys):
     import keras
 
     from tltf.batches import to_tf_dataset
@@ -173,7 +174,40 @@ def test_image_files_cache_and_key_on_mtime(tmp_path, extractions, capsys):
 
     key = feature_cache.cache_key(model, data)
     os.utime(data.x[0], ns=(1, 1))
+    assert feature_cache.cache_key(model, data) == key  # same content, same entry
+    stat = os.stat(data.x[1])
+    other = rng.integers(0, 256, (21, 24, 3), dtype=np.uint8)
+    keras.utils.save_img(data.x[1], other)  # new pixels ...
+    os.truncate(data.x[1], stat.st_size)  # ... at the old size and mtime
+    os.utime(data.x[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert feature_cache.cache_key(model, data) != key
+
+
+def test_a_damaged_shard_is_reported_and_extracted_again(
+    tmp_path, tiny_bert_dir, tiny_text_data, extractions, capsys
+):
+    texts, labels = tiny_text_data
+    model = text_model(tiny_bert_dir)
+    entry = feature_cache.cached_features(model, (texts, labels), cache_dir=str(tmp_path))
+    good, _ = entry.arrays()
+    shard = os.path.join(entry.path, entry.manifest["shards"][0]["features"])
+    for garbage in (
+        np.random.default_rng(0).bytes(os.path.getsize(shard)),  # same size, other bytes
+        np.full(good.size, np.nan, good.dtype).tobytes(),  # NaN, checksum made to match
+    ):
+        with open(shard, "wb") as fh:
+            fh.write(garbage)
+        if np.isnan(np.frombuffer(garbage, good.dtype)).all():
+            manifest = json.load(open(os.path.join(entry.path, "manifest.json")))
+            manifest["shards"][0]["features_crc32"] = zlib.crc32(garbage)
+            json.dump(manifest, open(os.path.join(entry.path, "manifest.json"), "w"))
+        capsys.readouterr()
+        entry = feature_cache.cached_features(model, (texts, labels), cache_dir=str(tmp_path))
+        said = capsys.readouterr().out
+        assert "is damaged" in said and "extracting again" in said
+        assert ("checksum differs" in said) != ("NaN" in said)
+        np.testing.assert_allclose(entry.arrays()[0], good, rtol=1e-5, atol=1e-6)
+    assert extractions == [36, 36, 36]
 
 
 def test_interrupted_write_is_not_reused(

@@ -39,9 +39,8 @@ def to_tf_dataset(data: Any, model: Any, batch_size: int, *, training: bool, see
         )
     if isinstance(data, tuple) and len(data) == 2:
         x, y = task.prepare(*data, meta)
-        sizes = {
-            len(a) for a in (*tf.nest.flatten(x), *tf.nest.flatten(y)) if hasattr(a, "__len__")
-        }
+        parts = (*(x if isinstance(x, tuple) else (x,)), y)  # a text pair is (texts, seconds)
+        sizes = {len(a) for a in parts if hasattr(a, "__len__")}
         if len(sizes) > 1:
             raise DataError(
                 f"(x, y) arrays of different lengths ({sorted(sizes)}): give one label per example."

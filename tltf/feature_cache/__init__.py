@@ -16,7 +16,9 @@ model, its `.keras` file and its export have the trained head) on them.
 An entry is keyed by the backbone (spec and a hash of the current weights, so
 training the backbone invalidates it), the preprocessing (input spec, layers),
 every layer's config (a pooling option changes the features, not the weights)
-and the data (texts, pixels or file paths with sizes and mtimes, and labels).
+and the data (texts, pixels, or file paths with their contents, and labels). Each
+shard's checksum is stored and checked on reuse, with its features' finiteness; a
+damaged entry is reported and extracted again.
 Here: whether a phase can train on cached features, and training the head on
 them. ``store`` holds the disk entries (keys, extraction, layout), ``examples``
 what the cache needs of the data (counts, subsets, length order, content hash).

@@ -7,7 +7,6 @@ little), and hashing their content into a cache key (`tltf.feature_cache.store`)
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import numpy as np
@@ -92,7 +91,11 @@ def example_lengths(data: Any) -> np.ndarray | None:
 
 
 def hash_data(data: Any, digest: Any) -> None:
-    """Feeds the examples and labels into `digest`: texts, pixels, or image files' path, size, mtime."""
+    """Feeds the examples and labels into `digest`: texts, pixels, or files' paths and contents.
+
+    Files are keyed by what they hold, not by size and mtime: an image rewritten in place
+    with the same size and mtime is a new entry (reading them costs far less than decoding).
+    """
 
     def items(values: Any, files: bool = False) -> None:
         a = _as_array(values)
@@ -101,11 +104,12 @@ def hash_data(data: Any, digest: Any) -> None:
             digest.update(np.ascontiguousarray(a).tobytes())
             return
         for item in a.tolist():
-            if files:
-                st = os.stat(item)
-                item = f"{item}\0{st.st_size}\0{st.st_mtime_ns}"
             blob = item if isinstance(item, bytes) else str(item).encode()
             digest.update(len(blob).to_bytes(8, "little") + blob)
+            if files:
+                with open(item, "rb") as fh:
+                    content = fh.read()
+                digest.update(len(content).to_bytes(8, "little") + content)
 
     if not hasattr(data, "as_tf_dataset"):
         for part in _parts(data):

@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 import weakref
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,10 +229,14 @@ def cached_features(
     path = os.path.join(folder, key)
     what = f"tltf: features of {num_examples(data):,} {name + ' ' if name else ''}examples"
     found = _load_entry(path)
-    if found is not None:
+    problem = found and _damage(found)
+    if found is not None and problem is None:
         if verbose:
             print(f"{what}: reused {path}", flush=True)
         return found
+    if problem:  # said even when quiet: a changed file on disk is news
+        print(f"tltf: cache entry {path} is damaged ({problem}); extracting again", flush=True)
+        shutil.rmtree(path, ignore_errors=True)
     os.makedirs(folder, exist_ok=True)
     remove_stale(folder)
     tmp = temporary_path(folder, key)
@@ -281,8 +286,10 @@ def _extract(model: Any, data: Any, folder: str, batch_size: int, progress: Any)
             "features": f"features-{i:05d}.bin",
             "labels": f"labels-{i:05d}.bin",
         }
-        write_atomically(os.path.join(folder, shard["features"]), x.tobytes())
-        write_atomically(os.path.join(folder, shard["labels"]), y.tobytes())
+        for part, values in (("features", x), ("labels", y)):
+            payload = np.ascontiguousarray(values).tobytes()
+            shard[f"{part}_crc32"] = zlib.crc32(payload)
+            write_atomically(os.path.join(folder, shard[part]), payload)
         shards.append(shard)
     progress.done()
     return {
@@ -350,6 +357,22 @@ def _load_entry(path: str) -> CachedFeatures | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return CachedFeatures(path, manifest)
+
+
+def _damage(entry: CachedFeatures) -> str | None:
+    """What is wrong with a complete entry's shards: a checksum that differs from the one
+    written, or features that are not finite; None if nothing is."""
+    for s in entry.manifest["shards"]:
+        for part in ("features", "labels"):
+            with open(os.path.join(entry.path, s[part]), "rb") as fh:
+                payload = fh.read()
+            if f"{part}_crc32" in s and zlib.crc32(payload) != s[f"{part}_crc32"]:
+                return f"{s[part]}: its checksum differs from the one written"
+            if part == "features":
+                values = np.frombuffer(payload, entry.manifest["feature_dtype"])
+                if not np.isfinite(values).all():
+                    return f"{s[part]}: holds NaN or infinite features"
+    return None
 
 
 def _publish(tmp: str, path: str) -> None:

@@ -265,7 +265,7 @@ class Modality:
         """Feeds `data`'s examples into the cache key: ``items(values, files=bool)``.
 
         Example:
-            >>> get_modality("image").fingerprint(train, items)   # paths, sizes, mtimes
+            >>> get_modality("image").fingerprint(train, items)   # paths and file contents
         """
         items(data.x)
 

@@ -117,7 +117,7 @@ class Image(Modality):
         return ds.batch(batch_size)
 
     def fingerprint(self, data: Any, items: Any) -> None:
-        """Pixels, or image files' path, size and mtime (a changed file is a new entry)."""
+        """Pixels, or image files' paths and contents (a changed file is a new entry)."""
         if data.decode_with_pillow is not None:
             items(data.decode_with_pillow)
         paths = not isinstance(data.x, np.ndarray) and bool(len(data))
