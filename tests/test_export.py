@@ -803,3 +803,35 @@ def test_predict_and_evaluate_name_the_bad_file(tmp_path, exports, image_files):
     images = tltf.data.from_directory(str(folder))
     with pytest.raises(TltfError, match="is a text model, and .* holds image examples"):
         evaluate_export(os.path.dirname(exports["text"][-1]), images)
+
+
+def test_serving_checks_shapes_empty_batches_and_pixel_counts(exports, image_files):
+    """What a server sends is checked in the graph: a tensor of the wrong size, an empty
+    batch, and an image whose header claims more pixels than the loader's limit."""
+    import struct
+
+    import tensorflow as tf
+
+    from tltf.modalities.image import header_pixels
+    from tltf.modalities.image_files import MAX_PIXELS
+
+    loaded = tf.saved_model.load(exports["image"])
+    encoded, tensor = loaded.signatures["serving_default"], loaded.signatures["serving_tensor"]
+    for out in (
+        encoded(image_bytes=tf.constant([], tf.string)),
+        tensor(images=tf.zeros([0, 32, 32, 3])),
+    ):
+        assert out["scores"].shape[0] == 0 and out["label"].shape == (0,)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"\[1,64,64,3\] is not compatible with expected shape \[\?,32,32,3\]",
+    ):
+        tensor(images=tf.zeros([1, 64, 64, 3]))
+    png = open(image_files["exact.png"], "rb").read()
+    assert int(header_pixels(tf.constant(png))) == 32 * 32
+    jpeg = open(image_files["wide.jpg"], "rb").read()
+    assert int(header_pixels(tf.constant(jpeg))) == 40 * 90
+    huge = png[:16] + struct.pack(">II", 12_000, 12_000) + png[24:]  # 144 megapixels claimed
+    assert int(header_pixels(tf.constant(huge))) == 144_000_000 > MAX_PIXELS
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than 89,478,485 pixels"):
+        encoded(image_bytes=tf.constant([png, huge]))

@@ -319,7 +319,8 @@ class Modality:
 
         @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name=tensor)])
         def serve_tensor(values):
-            return serve([values])
+            # a server feeds tensors without checking the signature's shape: check it here
+            return serve([tf.ensure_shape(values, [None, *shape])])
 
         module.serve_encoded = serve_encoded
         module.serve_tensor = serve_tensor

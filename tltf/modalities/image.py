@@ -18,6 +18,7 @@ from tltf.modalities.base import Loaded, Modality, file_bytes
 from tltf.modalities.image_files import (
     BACKGROUND,
     IMAGE_EXTENSIONS,
+    MAX_PIXELS,
     augmentation_layers,
     decode_file,
     is_image_file,
@@ -240,9 +241,53 @@ def decode_images(image_bytes: Any, meta: dict) -> Any:
             tf.strings.length(data),
             message="image_bytes holds an empty string; send the bytes of a JPEG, PNG, GIF or BMP file",
         )
+        tf.debugging.assert_less_equal(
+            header_pixels(data),
+            tf.constant(MAX_PIXELS, tf.int64),
+            message=f"image_bytes holds an image of more than {MAX_PIXELS:,} pixels (the "
+            "decompression-bomb limit); resize it before sending",
+        )
         return load_image(data, *size, background)
 
     return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+
+
+def header_pixels(data: Any) -> Any:
+    """Width × height of an encoded PNG, GIF, BMP or JPEG from its header (int64; 0 for
+    another format), read before decoding so a huge image is refused without its memory.
+
+    Example:
+        >>> header_pixels(tf.io.read_file("poster.png")).numpy()
+        144000000
+    """
+    import tensorflow as tf
+
+    head = tf.cast(
+        tf.io.decode_raw(tf.strings.substr(tf.strings.join([data, "\0" * 32]), 0, 32), tf.uint8),
+        tf.int64,
+    )
+
+    def number(start: int, size: int, big: bool) -> Any:
+        places = range(size) if not big else reversed(range(size))
+        return sum(head[start + i] * 256**p for i, p in zip(range(size), places, strict=True))
+
+    def starts(*magic: int) -> Any:
+        return tf.reduce_all(tf.equal(head[: len(magic)], tf.constant(magic, tf.int64)))
+
+    bmp_height = number(22, 4, big=False)
+    bmp_height = tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height)  # top-down
+    return tf.case(
+        [
+            (starts(137, 80, 78, 71), lambda: number(16, 4, True) * number(20, 4, True)),
+            (starts(71, 73, 70), lambda: number(6, 2, False) * number(8, 2, False)),
+            (starts(66, 77), lambda: number(18, 4, False) * bmp_height),
+            (
+                starts(255, 216),
+                lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)),
+            ),
+        ],
+        default=lambda: tf.constant(0, tf.int64),
+    )
 
 
 def _background(value: Any) -> float | list[float]:
