@@ -232,6 +232,7 @@ def test_a_run_folder_keeps_the_adapters(tiny_bert_dir, tiny_text_data, tmp_path
     run = tmp_path / "run"
     tltf.fine_tune(model, tiny_text_data, epochs=1, freeze_epochs=1, run_dir=str(run), verbose=0)
     assert sorted(os.listdir(run)) == [
+        ".lock",  # the run folder's lock, free again
         "adapters.npz",
         "model.keras",
         "tltf_run.json",
