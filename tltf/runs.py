@@ -99,9 +99,8 @@ class Run:
         backup = self._path("backup", phase if self.chief else f"{phase}-{_task_name()}")
         callbacks = [
             *(fit_kwargs.pop("callbacks", None) or []),
-            _epoch_logs_class()(
-                self, backup
-            ),  # before the backup: an epoch's logs, then its weights
+            # before the backup: an epoch's logs and random states, then its weights
+            _epoch_logs_class()(self, backup),
             # kept until the phase's weights are saved: a kill in between loses no phase
             keras.callbacks.BackupAndRestore(
                 backup, double_checkpoint=True, delete_checkpoint=False
@@ -159,7 +158,7 @@ class Run:
 
     def _save_weights(self, model: Any, phase: str) -> None:
         arrays = {f"w{i}": np.asarray(w.numpy()) for i, w in enumerate(model.weights)}
-        arrays.update({f"s{i}": np.asarray(v.numpy()) for i, v in enumerate(_seed_states(model))})
+        arrays.update(_seed_arrays(model))
         previous = self.state["weights"]
         self.state["phases"].append(phase)
         self.state["weights"] = phase
@@ -178,9 +177,7 @@ class Run:
             arrays = np.load(io.BytesIO(fh.read()))
         for i, weight in enumerate(model.weights):
             weight.assign(arrays[f"w{i}"])
-        for i, state in enumerate(_seed_states(model)):  # dropout's random stream goes on
-            if f"s{i}" in arrays:
-                state.assign(arrays[f"s{i}"])
+        _assign_seeds(model, arrays)  # dropout's random stream goes on
 
     def write_state(self) -> None:
         """Writes ``tltf_run.json`` atomically (the chief only).
@@ -237,9 +234,20 @@ def _remove_tree(path: str) -> None:
 @functools.cache
 def _seed_states(model: Any) -> list:
     """The model's random-number states (`keras.random.SeedGenerator`s, e.g. dropout's):
-    variables that ``model.weights`` leaves out."""
+    variables that ``model.weights`` leaves out, and so Keras' backups too."""
     weights = {id(w) for w in model.weights}
     return [v for v in model.variables if id(v) not in weights]
+
+
+def _seed_arrays(model: Any) -> dict[str, np.ndarray]:
+    return {f"s{i}": np.asarray(v.numpy()) for i, v in enumerate(_seed_states(model))}
+
+
+def _assign_seeds(model: Any, arrays: Any) -> None:
+    """Sets the random states saved by `_seed_arrays` (files written before them have none)."""
+    for i, state in enumerate(_seed_states(model)):
+        if f"s{i}" in arrays:
+            state.assign(arrays[f"s{i}"])
 
 
 def _restored_epoch(backup: str) -> int:
@@ -293,15 +301,13 @@ def _epoch_logs_class() -> type:
             path = os.path.join(self.backup, f"seeds-{_restored_epoch(self.backup)}.npz")
             if _exists(path):
                 with _open(path, "rb") as fh:
-                    arrays = np.load(io.BytesIO(fh.read()))
-                for i, state in enumerate(_seed_states(self.model)):
-                    state.assign(arrays[f"s{i}"])
+                    _assign_seeds(self.model, np.load(io.BytesIO(fh.read())))
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.run.state["epochs"][str(epoch)] = {k: float(v) for k, v in (logs or {}).items()}
             self.run.write_state()
             buffer = io.BytesIO()
-            np.savez(buffer, **{f"s{i}": v.numpy() for i, v in enumerate(_seed_states(self.model))})
+            np.savez(buffer, **_seed_arrays(self.model))
             if not _exists(self.backup):
                 _makedirs(self.backup)
             write_atomically(os.path.join(self.backup, f"seeds-{epoch + 1}.npz"), buffer.getvalue())
