@@ -199,6 +199,28 @@ def test_max_pixels_above_pillows_limit_names_the_real_limit(tmp_path, monkeypat
         inspect_image(str(tmp_path / "big.png"), max_pixels=600)
 
 
+def test_a_jpeg_with_damaged_scan_data_is_skipped_or_refused_under_strict(tmp_path):
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            Image.fromarray(pixels).save(tmp_path / label / f"{i}.jpg", quality=90)
+    path = tmp_path / "a" / "0.jpg"
+    raw = bytearray(path.read_bytes())
+    middle = (raw.find(b"\xff\xda") + len(raw)) // 2  # inside the scan, after the header
+    raw[middle : middle + 200] = bytes(200)
+    path.write_bytes(bytes(raw))
+    with Image.open(path) as im:
+        im.load()  # Pillow decodes it without a word, into garbage pixels
+    data = tltf.data.from_directory(str(tmp_path), verbose=False)
+    assert len(data) == 3 and data.skipped == [(str(path), "damaged")]
+    assert "1 damaged (0.jpg)" in data.report()
+    with pytest.raises(DataError, match="0.jpg: damaged JPEG data .*libjpeg reports corrupt"):
+        tltf.data.from_directory(str(tmp_path), strict=True, verbose=False)
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, time

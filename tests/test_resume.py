@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 # Run with the same command each time; KILL_AT="epoch:batch" makes the process SIGKILL
 # itself inside that batch. It prints one JSON line per epoch begun and ended, with the
@@ -20,6 +21,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np, keras, tensorflow as tf
     import tltf
 
+    pipeline = os.environ.get("SHUFFLE", "")
     kill = os.environ.get("KILL_AT")
     kill = tuple(int(v) for v in kill.split(":")) if kill else None
 
@@ -47,23 +49,26 @@ SCRIPT = textwrap.dedent(
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (24, 32, 32, 3)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((x, np.arange(24) % 2))
-    if os.environ.get("SHUFFLE"):  # a new order each epoch, from one seed
+    if pipeline == "tf.data":  # a new order each epoch, from one seed
         data = data.shuffle(24, seed=1, reshuffle_each_iteration=True)
     data = data.batch(8)
+    own = {}
+    if pipeline == "tltf":  # tltf's own pipeline (shuffled, prefetched)
+        data, own = tltf.data.from_arrays(x, np.array(["a", "b"] * 12)), dict(batch_size=8, seed=1)
     history = tltf.fine_tune(model, data, epochs=3, freeze_epochs=1, lr=1e-2, verbose=0,
-                             run_dir=sys.argv[1], callbacks=[Watch()])
+                             run_dir=sys.argv[1], callbacks=[Watch()], **own)
     say(epochs=history.epoch, loss=history.history["loss"],
         kernel=float(model.get_layer("logits").kernel.numpy().sum()))
     """
 )
 
 
-def _run(script, run_dir, kill_at=None, shuffle=False):
+def _run(script, run_dir, kill_at=None, shuffle=""):
     env = {k: v for k, v in os.environ.items() if k not in ("KILL_AT", "SHUFFLE")}
     if kill_at:
         env["KILL_AT"] = kill_at
     if shuffle:
-        env["SHUFFLE"] = "1"
+        env["SHUFFLE"] = shuffle
     done = subprocess.run(
         [sys.executable, str(script), str(run_dir)],
         env=env,
@@ -119,17 +124,19 @@ def test_sigkill_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path):
     assert events4[-1] == final
 
 
-def test_a_killed_and_resumed_run_trains_like_an_uninterrupted_one(tmp_path):
-    """Shuffled data: each epoch's order comes back after a kill, so nothing changes."""
+@pytest.mark.parametrize("pipeline", ["tf.data", "tltf"])
+def test_a_killed_and_resumed_run_trains_like_an_uninterrupted_one(tmp_path, pipeline):
+    """Shuffled data, a user's tf.data pipeline or tltf's own: each epoch's order comes
+    back after a kill, so nothing changes (one device; see docs/distribute.md)."""
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    whole, events = _run(script, tmp_path / "whole", shuffle=True)
+    whole, events = _run(script, tmp_path / "whole", shuffle=pipeline)
     assert whole.returncode == 0, whole.stderr[-2000:]
     uninterrupted = events[-1]
     for kill_at in ("1:1", "3:0"):  # early in phase 2, then late in it
-        killed, _ = _run(script, tmp_path / "resumed", kill_at=kill_at, shuffle=True)
+        killed, _ = _run(script, tmp_path / "resumed", kill_at=kill_at, shuffle=pipeline)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    done, events = _run(script, tmp_path / "resumed", shuffle=True)
+    done, events = _run(script, tmp_path / "resumed", shuffle=pipeline)
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = events[-1]
     assert resumed["epochs"] == uninterrupted["epochs"] == [0, 1, 2, 3]

@@ -22,7 +22,12 @@ _PROBLEMS = {
     "missing": "no such file",
     "corrupt": "corrupt or truncated image file",
     "not an image": "not an image (unknown or damaged format)",
+    "damaged": "damaged JPEG data (its header is intact, but libjpeg reports corrupt scan data, "
+    "which would decode to garbage pixels)",
 }
+# libjpeg's warnings that mean the scan data is damaged (others, such as an unknown JFIF
+# revision, are harmless); Pillow and TensorFlow decode such files with at most a warning
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
 BACKGROUND = 255.0  # transparent pixels are flattened onto white (0-255, or [r, g, b])
 _TF_MODES = {"JPEG": ("RGB", "L", "CMYK"), "PNG": None, "BMP": ("RGB", "RGBA", "L"), "GIF": None}
 
@@ -37,7 +42,8 @@ def inspect_image(
     """Fully decodes one file (or its bytes `data`) with Pillow.
 
     Returns ``(problem or None, needs Pillow, has transparency)``. A problem is
-    "missing", "corrupt" or "not an image". An image over `max_pixels` raises
+    "missing", "corrupt", "not an image" or "damaged" (a JPEG whose scan data libjpeg
+    reports as corrupt: `jpeg_damaged`). An image over `max_pixels` raises
     `DataError` (a decompression bomb is refused, not skipped). TensorFlow drops a
     GIF's transparency, so such a GIF needs Pillow.
     """
@@ -51,6 +57,8 @@ def inspect_image(
                 if width * height > max_pixels:
                     raise _too_big(path, f"{width}x{height} = {width * height:,}", max_pixels)
                 im.load()
+                if im.format == "JPEG" and jpeg_damaged(path if data is None else data):
+                    return "damaged", False, False
                 modes = _TF_MODES.get(im.format, ())
                 transparent = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
                 needs_pillow = (
@@ -78,6 +86,30 @@ def inspect_image(
         return "not an image", False, False
     except (OSError, SyntaxError, ValueError, EOFError, IndexError):
         return "corrupt", False, False
+
+
+def jpeg_damaged(source: str | bytes) -> bool:
+    """Whether libjpeg warns that a JPEG's scan data is corrupt (a file path or its bytes).
+
+    Pillow and TensorFlow decode such a file without an error, into garbage pixels
+    (TensorFlow prints ``Corrupt JPEG data`` on each decode). libjpeg-turbo, through
+    simplejpeg's ``strict`` mode, decodes it at 1/8 scale: every coefficient is still
+    entropy-decoded, so the check sees the whole scan for a fraction of a full decode.
+
+    Example:
+        >>> jpeg_damaged(open("photo.jpg", "rb").read())
+        False
+    """
+    import simplejpeg
+
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            source = f.read()
+    try:
+        simplejpeg.decode_jpeg(source, colorspace="GRAY", min_height=1, min_width=1, strict=True)
+    except ValueError as e:
+        return str(e).startswith(_JPEG_DAMAGE)
+    return False
 
 
 def _too_big(path: str, size: str, max_pixels: int) -> DataError:
