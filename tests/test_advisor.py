@@ -106,3 +106,15 @@ def test_cli_recommend_prints_the_policy_and_json(capsys):
         capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and "num_examples=0" in bad.stderr
+
+
+def test_small_text_data_opens_the_top_two_groups_images_stay_frozen(tiny_bert_dir):
+    text = recommend(320, 10, similarity="high", backbone=_backbone(7))
+    assert (text.data_size, text.freeze, text.lr) == ("small", "top:2", 5e-5)
+    assert "top 2 groups" in text.explanation
+    assert recommend(320, 10, similarity="high", backbone="hf:org/bert").freeze == "top:2"
+    model = tltf.build(f"keras_hub:{tiny_bert_dir}", class_names=["a", "b"], sequence_length=16)
+    assert recommend(64, 2, backbone=model).freeze == "top:2"  # of embeddings, layer_0, layer_1
+    assert recommend(320, 10, backbone=_backbone(2)).freeze == "all"  # would open everything
+    assert recommend(320, 10, similarity="low", backbone=_backbone(7)).freeze == "all"
+    assert recommend(320, 10, similarity="high", backbone="keras:MobileNet").freeze == "all"

@@ -57,6 +57,9 @@ class Modality:
         file_kind: one of the files it loads, for messages ("an image", "a .txt").
         file_types: its files, for messages ("image (.jpg .png)", ".txt").
         default_lr: a fine-tuning rate for its backbones when the source has none.
+        small_data_open: top groups `tltf.recommend` opens with small data (under ~100
+            examples per class) at high similarity; 0 keeps the backbone frozen.
+            Chosen by ``benchmarks/bench_accuracy.py``.
         end_groups: names of the first and last layer groups of a network split
             by numbered blocks (TF-Hub modules).
         xla_blocker: why its models cannot be XLA-compiled (`jit_compile`; "" when they can).
@@ -76,6 +79,7 @@ class Modality:
     file_kind: str = ""
     file_types: str = ""
     default_lr: float = 1e-4
+    small_data_open: int = 0  # ImageNet MobileNet v1, 8-128 images per class: frozen is best
     end_groups: tuple[str, str] = ("stem", "top")
     xla_blocker: str = ""
     tflite_blocker: str = ""
