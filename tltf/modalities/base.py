@@ -319,7 +319,19 @@ class Modality:
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=encoded)])
         def serve_encoded(values):
-            return serve([decode(tf.ensure_shape(values, [None]))])
+            # An empty request is served as one zero example, then cut off again: on a
+            # decoded batch of 0, TensorFlow's graph optimizer can drop the first
+            # convolution (``Incompatible shapes: [0,32,32,3] vs. [32]`` in BatchNorm)
+            n = tf.size(values)
+            decoded = tf.cond(
+                n > 0,
+                lambda: decode(tf.ensure_shape(values, [None])),
+                lambda: tf.zeros([1, *shape], tf.float32),
+            )
+            outputs = serve([tf.ensure_shape(decoded, [None, *shape])])
+            return {
+                k: v[:n] if v.shape.rank and v.shape[0] is None else v for k, v in outputs.items()
+            }
 
         @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name=tensor)])
         def serve_tensor(values):
