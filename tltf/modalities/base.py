@@ -322,11 +322,10 @@ class Modality:
             # An empty request is served as one zero example, then cut off again: on a
             # decoded batch of 0, TensorFlow's graph optimizer can drop the first
             # convolution (``Incompatible shapes: [0,32,32,3] vs. [32]`` in BatchNorm)
+            values = tf.ensure_shape(values, [None])  # a server does not check it
             n = tf.size(values)
             decoded = tf.cond(
-                n > 0,
-                lambda: decode(tf.ensure_shape(values, [None])),
-                lambda: tf.zeros([1, *shape], tf.float32),
+                n > 0, lambda: decode(values), lambda: tf.zeros([1, *shape], tf.float32)
             )
             outputs = serve([tf.ensure_shape(decoded, [None, *shape])])
             return {
