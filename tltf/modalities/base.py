@@ -327,15 +327,17 @@ class Modality:
             decoded = tf.cond(
                 n > 0, lambda: decode(values), lambda: tf.zeros([1, *shape], tf.float32)
             )
-            outputs = serve([tf.ensure_shape(decoded, [None, *shape])])
-            return {
-                k: v[:n] if v.shape.rank and v.shape[0] is None else v for k, v in outputs.items()
-            }
+            return _first(serve([tf.ensure_shape(decoded, [None, *shape])]), n)
 
         @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name=tensor)])
         def serve_tensor(values):
             # a server feeds tensors without checking the signature's shape: check it here
-            return serve([tf.ensure_shape(values, [None, *shape])])
+            values = tf.ensure_shape(values, [None, *shape])
+            # an empty batch gets one zero example, cut off again, as above: a concat,
+            # not a cond, so that TFLite still converts this signature
+            n = tf.shape(values)[0]
+            padded = tf.concat([values, tf.zeros([tf.maximum(0, 1 - n), *shape])], 0)
+            return _first(serve([padded]), n)
 
         module.serve_encoded = serve_encoded
         module.serve_tensor = serve_tensor
@@ -399,6 +401,11 @@ class Modality:
             {'input_shape': (160, 160, 3)}
         """
         return {}
+
+
+def _first(outputs: dict, n: Any) -> dict:
+    """The first `n` rows of each batched output (those of a padded batch's real examples)."""
+    return {k: v[:n] if v.shape.rank and v.shape[0] is None else v for k, v in outputs.items()}
 
 
 def file_bytes(item: Any) -> bytes | None:
