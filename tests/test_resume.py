@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,6 +20,11 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
     import numpy as np, keras, tensorflow as tf
+
+    strategy = os.environ.get("STRATEGY", "auto")
+    if strategy == "mirrored":  # 2 replicas on 2 logical CPUs, set before TensorFlow starts
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import tltf
 
     pipeline = os.environ.get("SHUFFLE", "")
@@ -45,7 +51,7 @@ SCRIPT = textwrap.dedent(
 
     keras.utils.set_random_seed(0)
     model = tltf.build("keras:MobileNetV2", class_names=["a", "b"], weights=None,
-                       input_shape=(32, 32, 3), freeze="top:1")
+                       input_shape=(32, 32, 3), freeze="top:1", strategy=strategy)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (24, 32, 32, 3)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((x, np.arange(24) % 2))
@@ -63,12 +69,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(script, run_dir, kill_at=None, shuffle=""):
-    env = {k: v for k, v in os.environ.items() if k not in ("KILL_AT", "SHUFFLE")}
+def _run(script, run_dir, kill_at=None, shuffle="", strategy=""):
+    env = {k: v for k, v in os.environ.items() if k not in ("KILL_AT", "SHUFFLE", "STRATEGY")}
     if kill_at:
         env["KILL_AT"] = kill_at
     if shuffle:
         env["SHUFFLE"] = shuffle
+    if strategy:
+        env["STRATEGY"] = strategy
     done = subprocess.run(
         [sys.executable, str(script), str(run_dir)],
         env=env,
@@ -124,19 +132,31 @@ def test_sigkill_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path):
     assert events4[-1] == final
 
 
-@pytest.mark.parametrize("pipeline", ["tf.data", "tltf"])
-def test_a_killed_and_resumed_run_trains_like_an_uninterrupted_one(tmp_path, pipeline):
-    """Shuffled data, a user's tf.data pipeline or tltf's own: each epoch's order comes
-    back after a kill, so nothing changes (one device; see docs/distribute.md)."""
+@pytest.mark.parametrize(
+    "pipeline, strategy, kills",
+    [
+        ("tf.data", "", ("1:1", "3:0")),  # early in phase 2, then late in it
+        # one kill: a skipped phase 1, then phase 2 from its backup of epoch 2
+        ("tltf", "", ("2:0",)),
+        ("tf.data", "mirrored", ("2:0",)),
+    ],
+)
+def test_a_killed_and_resumed_run_trains_like_an_uninterrupted_one(
+    tmp_path, pipeline, strategy, kills
+):
+    """Shuffled data, a user's tf.data pipeline or tltf's own, on one device or two
+    replicas: each epoch's order comes back after a kill, so nothing changes (under a
+    strategy Keras' `fit` draws one more order to build the model; docs/distribute.md)."""
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    whole, events = _run(script, tmp_path / "whole", shuffle=pipeline)
+    run = functools.partial(_run, script, shuffle=pipeline, strategy=strategy)
+    whole, events = run(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
     uninterrupted = events[-1]
-    for kill_at in ("1:1", "3:0"):  # early in phase 2, then late in it
-        killed, _ = _run(script, tmp_path / "resumed", kill_at=kill_at, shuffle=pipeline)
+    for kill_at in kills:
+        killed, _ = run(tmp_path / "resumed", kill_at=kill_at)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    done, events = _run(script, tmp_path / "resumed", shuffle=pipeline)
+    done, events = run(tmp_path / "resumed")
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = events[-1]
     assert resumed["epochs"] == uninterrupted["epochs"] == [0, 1, 2, 3]

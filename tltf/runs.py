@@ -88,7 +88,8 @@ class Run:
             if self.state["weights"] == phase:
                 self._load_weights(model, phase)
             self._holds = phase
-            _advance(data, epochs - initial_epoch)  # the epochs it would have drawn
+            # the orders its fit drew: one to build the model (under a strategy), then its epochs'
+            _advance(data, epochs - initial_epoch, build=_builds_from_data(model))
             return self._history(initial_epoch, epochs, None)
         if self.state["weights"] not in (None, self._holds):
             raise SpecError(
@@ -264,15 +265,30 @@ def _restored_epoch(backup: str) -> int:
     return 0
 
 
-def _advance(data: Any, epochs: int) -> None:
-    """Draws `epochs` epochs' shuffle orders from `data` without training on them.
+def _builds_from_data(model: Any) -> bool:
+    """Whether Keras' `fit` reads a first batch to build `model` before its epochs.
+
+    Keras 3 does that for a model made under a `tf.distribute` strategy scope (it keeps
+    the strategy then), which opens one more iterator, and so draws one more order.
+    """
+    return getattr(model, "_distribute_strategy", None) is not None
+
+
+def _advance(data: Any, epochs: int, *, build: bool = False) -> None:
+    """Draws `epochs` epochs' shuffle orders from `data` without training on them
+    (and, with `build`, first the order of the batch `fit` reads to build the model).
 
     A tf.data pipeline reshuffles on each pass from one seeded sequence, so a resumed
     process starts that sequence again; drawing (and dropping) the first batch of each
     epoch that ran before brings epoch E back to the order it had in an uninterrupted
-    run. A kill then changes nothing in the history or the weights (on one device).
+    run. A kill then changes nothing in the history or the weights. A resumed `fit`
+    builds the model itself, so only a skipped one needs `build`.
     """
-    if epochs <= 0 or not hasattr(data, "as_numpy_iterator"):
+    if not hasattr(data, "as_numpy_iterator"):
+        return
+    if build:
+        next(iter(data), None)
+    if epochs <= 0:
         return
     # Keras 3's EpochIterator opens an iterator as each epoch begins (and reads it) and,
     # when the number of batches is known, opens another as it ends (unread); each
