@@ -12,10 +12,12 @@ import textwrap
 
 import numpy as np
 import pytest
+from image_util import save_tiny_cnn
 
-# Run with the same command each time; KILL_AT="epoch:batch" makes the process SIGKILL
-# itself inside that batch. It prints one JSON line per epoch begun and ended, with the
-# sum of the logits kernel, and at the end the merged history.
+# Run with the same command each time (argv: the run folder, the backbone's .keras file);
+# KILL_AT="epoch:batch" makes the process SIGKILL itself inside that batch. It prints one
+# JSON line per epoch begun and ended, with the sum of the logits kernel's first column
+# (both columns' sum stays put: their gradients cancel), and at the end the merged history. The backbone is a small CNN: resuming does not depend on its size.
 SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
@@ -36,7 +38,7 @@ SCRIPT = textwrap.dedent(
 
     class Watch(keras.callbacks.Callback):
         def kernel(self):
-            return float(self.model.get_layer("logits").kernel.numpy().sum())
+            return float(self.model.get_layer("logits").kernel.numpy()[:, 0].sum())
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
@@ -50,8 +52,8 @@ SCRIPT = textwrap.dedent(
             say(end=epoch, kernel=self.kernel(), loss=logs["loss"])
 
     keras.utils.set_random_seed(0)
-    model = tltf.build("keras:MobileNetV2", class_names=["a", "b"], weights=None,
-                       input_shape=(32, 32, 3), freeze="top:1", strategy=strategy)
+    model = tltf.build(f"file:{sys.argv[2]}", class_names=["a", "b"], preprocess="none",
+                       freeze="top:1", strategy=strategy)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (24, 32, 32, 3)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((x, np.arange(24) % 2))
@@ -64,9 +66,17 @@ SCRIPT = textwrap.dedent(
     history = tltf.fine_tune(model, data, epochs=3, freeze_epochs=1, lr=1e-2, verbose=0,
                              run_dir=sys.argv[1], callbacks=[Watch()], **own)
     say(epochs=history.epoch, loss=history.history["loss"],
-        kernel=float(model.get_layer("logits").kernel.numpy().sum()))
+        kernel=float(model.get_layer("logits").kernel.numpy()[:, 0].sum()))
     """
 )
+
+
+def _script(folder):
+    """The training script, and the small CNN it loads as its backbone, in `folder`."""
+    save_tiny_cnn(folder / "tiny.keras")
+    script = folder / "train.py"
+    script.write_text(SCRIPT)
+    return script
 
 
 def _run(script, run_dir, kill_at=None, shuffle="", strategy=""):
@@ -78,7 +88,7 @@ def _run(script, run_dir, kill_at=None, shuffle="", strategy=""):
     if strategy:
         env["STRATEGY"] = strategy
     done = subprocess.run(
-        [sys.executable, str(script), str(run_dir)],
+        [sys.executable, str(script), str(run_dir), str(script.parent / "tiny.keras")],
         env=env,
         capture_output=True,
         text=True,
@@ -93,8 +103,7 @@ def _kernels(events, key):
 
 
 def test_sigkill_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
+    script = _script(tmp_path)
     run_dir = tmp_path / "run"
 
     # 1: killed in epoch 1, the first of phase 2; only phase 1 (epoch 0) finished.
@@ -146,8 +155,7 @@ def test_a_killed_and_resumed_run_trains_like_an_uninterrupted_one(
     """Shuffled data, tltf's pipeline on one device, a user's tf.data pipeline on two
     replicas: each epoch's order comes back after a kill, so nothing changes (under a
     strategy Keras' `fit` draws one more order to build the model; docs/distribute.md)."""
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
+    script = _script(tmp_path)
     run = functools.partial(_run, script, shuffle=pipeline, strategy=strategy)
     whole, events = run(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
