@@ -67,6 +67,15 @@ def tiny_text_data() -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="session")
+def tiny_cnn(tmp_path_factory) -> str:
+    """``file:`` spec of a small pretrained-looking CNN on 32x32 pixels (`save_tiny_cnn`):
+    for recipe tests where MobileNetV2's size (and seconds of tracing) is not the point."""
+    from image_util import save_tiny_cnn
+
+    return "file:" + save_tiny_cnn(tmp_path_factory.mktemp("tiny_cnn") / "tiny.keras")
+
+
+@pytest.fixture(scope="session")
 def mobilenet_v2_32_weights(tmp_path_factory) -> str:
     """Random MobileNetV2 (32x32) weights in a file: a stand-in for pretrained ones.
 

@@ -13,15 +13,11 @@ import tltf
 from tltf import config, recipe
 
 
-def _image_model(freeze="all", classes=("a", "b", "c"), weights=None):
-    """A MobileNetV2; pass `weights` (a file) where the pretrained recipe is under test."""
+def _image_model(backbone, freeze="all", classes=("a", "b", "c"), **options):
+    """The small CNN of the `tiny_cnn` fixture with a new head (a pretrained backbone)."""
     keras.utils.set_random_seed(0)
     return tltf.build(
-        "keras:MobileNetV2",
-        class_names=list(classes),
-        weights=weights,
-        input_shape=(32, 32, 3),
-        freeze=freeze,
+        backbone, class_names=list(classes), preprocess="none", freeze=freeze, **options
     )
 
 
@@ -50,8 +46,8 @@ class _Weights(keras.callbacks.TerminateOnNaN):  # a head-safe kind: the cache s
         self.epochs.append([w.numpy().copy() for w in self.model.get_layer("logits").weights])
 
 
-def test_head_phase_converges_and_restores_its_best_epoch():
-    model = _image_model()
+def test_head_phase_converges_and_restores_its_best_epoch(tiny_cnn):
+    model = _image_model(tiny_cnn)
     weights = _Weights()
     history = tltf.fine_tune(model, _noisy_images(96, 0), callbacks=[weights], verbose=0)
     loss = history.history["loss"]  # the training loss: the head converges on it
@@ -66,8 +62,8 @@ def test_head_phase_converges_and_restores_its_best_epoch():
     assert model.get_layer("logits").kernel.regularizer is None  # the penalty is gone after
 
 
-def test_head_penalty_is_scikit_learns_c1_per_example():
-    model = _image_model()
+def test_head_penalty_is_scikit_learns_c1_per_example(tiny_cnn):
+    model = _image_model(tiny_cnn)
     kernel = model.get_layer("logits").kernel
     with recipe.head_penalty(model, 50):
         (penalty,) = [float(x) for x in model.losses]
@@ -80,12 +76,12 @@ class _Steps(keras.callbacks.TerminateOnNaN):  # a head-safe kind: the cache sta
         self.steps = self.params["steps"]
 
 
-def test_an_automatic_head_epoch_takes_at_least_the_minimum_steps():
+def test_an_automatic_head_epoch_takes_at_least_the_minimum_steps(tiny_cnn):
     x, y = _noisy_images(40, 2)
     val = (x[:9], y[:9])
     fixed, auto = _Steps(), _Steps()
     tltf.fine_tune(
-        _image_model(),
+        _image_model(tiny_cnn),
         (x, y),
         validation_data=val,
         epochs=1,
@@ -95,12 +91,17 @@ def test_an_automatic_head_epoch_takes_at_least_the_minimum_steps():
     )
     assert fixed.steps == 5  # a fixed length: one pass over the 40 examples
     tltf.fine_tune(
-        _image_model(), (x, y), validation_data=val, batch_size=8, callbacks=[auto], verbose=0
+        _image_model(tiny_cnn),
+        (x, y),
+        validation_data=val,
+        batch_size=8,
+        callbacks=[auto],
+        verbose=0,
     )
     assert auto.steps == 35  # ceil(32 * 8 / 40) = 7 passes: 280 examples, 35 batches of 8
 
 
-def test_phase_two_gets_at_least_the_minimum_steps_on_a_tiny_set(mobilenet_v2_32_weights):
+def test_phase_two_gets_at_least_the_minimum_steps_on_a_tiny_set(tiny_cnn):
     class Plan(keras.callbacks.Callback):
         """Records each fit's planned epochs and steps per epoch."""
 
@@ -117,7 +118,7 @@ def test_phase_two_gets_at_least_the_minimum_steps_on_a_tiny_set(mobilenet_v2_32
         def on_train_batch_end(self, batch, logs=None):
             self.model.stop_training = True  # the plan is known: one step per phase will do
 
-    model = _image_model(freeze="top:1", weights=mobilenet_v2_32_weights)
+    model = _image_model(tiny_cnn, freeze="top:1")
     plan = Plan()
     x, y = _noisy_images(32, 3)
     tltf.fine_tune(
@@ -217,25 +218,15 @@ def test_without_validation_data_phase_two_stops_on_a_held_out_slice(
         np.testing.assert_allclose(again.history[key], values, rtol=1e-6)
 
 
-def test_history_marks_where_each_phase_starts():
-    model = _image_model(freeze="top:1")
+def test_history_marks_where_each_phase_starts(tiny_cnn):
+    model = _image_model(tiny_cnn, freeze="top:1")
     x, y = _noisy_images(24, 6)
     history = tltf.fine_tune(model, (x, y), epochs=2, freeze_epochs=3, batch_size=8, verbose=0)
     assert history.phase_starts == [3] and history.epoch == [0, 1, 2, 3, 4]
 
 
-def test_warm_up_of_an_augmented_model_trains_on_clean_cached_features(
-    mobilenet_v2_32_weights, tmp_path, capsys
-):
-    keras.utils.set_random_seed(0)
-    model = tltf.build(
-        "keras:MobileNetV2",
-        class_names=["a", "b", "c"],
-        weights=mobilenet_v2_32_weights,
-        input_shape=(32, 32, 3),
-        freeze="top:1",
-        augment="light",
-    )
+def test_warm_up_of_an_augmented_model_trains_on_clean_cached_features(tiny_cnn, tmp_path, capsys):
+    model = _image_model(tiny_cnn, freeze="top:1", augment="light")
     x, y = _colour_images(24, 5)
     history = tltf.fine_tune(
         model, (x, y), validation_data=_colour_images(9, 6), cache_dir=str(tmp_path), verbose=2
@@ -248,13 +239,7 @@ def test_warm_up_of_an_augmented_model_trains_on_clean_cached_features(
     assert not np.allclose(pre(x[:2], training=True), x[:2])  # augmentation still in phase 2
     with pytest.raises(tltf.SpecError, match="random in training"):  # freeze="all": no cache
         tltf.fine_tune(
-            tltf.build(
-                "keras:MobileNetV2",
-                class_names=["a", "b", "c"],
-                weights=mobilenet_v2_32_weights,
-                input_shape=(32, 32, 3),
-                augment="light",
-            ),
+            _image_model(tiny_cnn, augment="light"),
             (x, y),
             cache_features=True,
             verbose=0,
