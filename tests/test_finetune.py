@@ -115,7 +115,7 @@ def test_adam_step_sizes_follow_the_group_rates(still_model):
 
 MIRRORED = textwrap.dedent(
     """
-    import json, os
+    import json, os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -127,9 +127,8 @@ MIRRORED = textwrap.dedent(
     tf.config.run_functions_eagerly(True)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        model = tltf.build("keras:MobileNetV2", class_names=["a", "b"], weights=None,
-                           input_shape=(32, 32, 3), freeze="none", bn="train",
-                           head={"dropout": 0})
+        model = tltf.build(sys.argv[1], class_names=["a", "b"], preprocess="none",
+                           freeze="none", bn="train", head={"dropout": 0})
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((images, np.arange(8) % 2)).batch(8)
@@ -159,9 +158,9 @@ MIRRORED = textwrap.dedent(
 )
 
 
-def test_group_rates_set_freeze_and_lr_find_under_mirrored_strategy():
+def test_group_rates_set_freeze_and_lr_find_under_mirrored_strategy(tiny_cnn):
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED],
+        [sys.executable, "-c", MIRRORED, tiny_cnn],
         capture_output=True,
         text=True,
         timeout=300,
