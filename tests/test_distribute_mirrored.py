@@ -12,7 +12,7 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import json
+    import json, sys
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -29,8 +29,8 @@ SCRIPT = textwrap.dedent(
 
     def train(strategy, batch_size):
         keras.utils.set_random_seed(0)
-        model = tltf.build("keras:MobileNetV2", class_names=["a", "b"], weights=None,
-                           input_shape=(32, 32, 3), freeze="top:1", head={"dropout": 0},
+        model = tltf.build(sys.argv[1], class_names=["a", "b"], preprocess="none",
+                           freeze="top:1", head={"dropout": 0},
                            bn="frozen", strategy=strategy)  # replicas: no batch statistics
         history = tltf.fine_tune(model, (x, y), epochs=2, freeze_epochs=0, lr=1e-2,
                                  batch_size=batch_size, verbose=0)
@@ -65,11 +65,11 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
+def result(tmp_path_factory, tiny_cnn):
     script = tmp_path_factory.mktemp("mirrored") / "mirrored.py"
     script.write_text(SCRIPT)
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), tiny_cnn], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
