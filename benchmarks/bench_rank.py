@@ -2,7 +2,7 @@
 
 For each data set, candidates of known different quality, scored by `tltf.rank` on
 k training examples per class, then trained with tltf's defaults on the same
-examples (``freeze="all"``, what `tltf.recommend` advises under 100 per class) and
+examples (``freeze="all"``, what `tltf.recommend` advises under 200 per class) and
 tested on the held-out test set. Kendall's τ between the LogME scores (and the
 k-NN accuracies) and the test accuracies, per seed (each seed its own subset):
 

@@ -30,8 +30,10 @@ def _backbone(groups: int, default_lr: float = 5e-5) -> Backbone:
 
 
 @pytest.mark.parametrize("similarity", ["high", "medium", "low"])
-def test_small_data_trains_only_the_head(similarity):
-    rec = recommend(300, 10, similarity=similarity)
+@pytest.mark.parametrize("examples", [300, 1990])  # 30 and 199 per class
+def test_small_data_trains_only_the_head(similarity, examples):
+    """Up to 200 per class: at 128 and 158 the frozen head beat opened groups (benchmarks)."""
+    rec = recommend(examples, 10, similarity=similarity)
     assert (rec.data_size, rec.freeze, rec.bn) == ("small", "all", "frozen")
     assert rec.lr_decay is None and rec.epochs is None  # fine_tune's: until the head converges
     assert "feature extraction" in rec.explanation
@@ -55,6 +57,7 @@ def test_medium_data_opens_more_groups_the_less_similar_the_task():
     assert rec.lr == 5e-5 and rec.head_lr == recipe.HEAD_LR
     # without a loaded backbone: fixed counts
     assert recommend(3000, 10, similarity="low").freeze == "top:4"
+    assert recommend(2000, 10).data_size == "medium"  # from 200 per class
 
 
 def test_large_data_fine_tunes_everything():

@@ -57,7 +57,7 @@ class Modality:
         file_kind: one of the files it loads, for messages ("an image", "a .txt").
         file_types: its files, for messages ("image (.jpg .png)", ".txt").
         default_lr: a fine-tuning rate for its backbones when the source has none.
-        small_data_open: top groups `tltf.recommend` opens with small data (under ~100
+        small_data_open: top groups `tltf.recommend` opens with small data (under ~200
             examples per class) at high similarity; 0 keeps the backbone frozen.
             Chosen by ``benchmarks/bench_accuracy.py``.
         end_groups: names of the first and last layer groups of a network split
