@@ -17,7 +17,7 @@ from image_util import write_colours
 import tltf
 import tltf.commands.evaluate
 from tltf.errors import ExportError
-from tltf.tflite import TFLiteModel, check_types
+from tltf.tflite import TFLiteModel, check_types, convert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
@@ -84,32 +84,36 @@ def test_int8_is_full_integer_and_agrees_with_keras(trained, tmp_path):
 
 
 def test_int8_io_float16_and_dynamic_have_their_types(trained, tmp_path):
+    """One export with int8 inputs and outputs; the other modes converted from its SavedModel
+    (the conversion the export runs, without a SavedModel and parity check each)."""
     model, data = trained
-    sizes = {}
-    for mode in ("float", "dynamic", "float16", "int8"):
-        folder = tltf.export(
-            model,
-            str(tmp_path / mode),
-            formats=["saved_model", "tflite"],
-            quantize=mode,
-            representative_data=data,
-            tflite_io="int8",
-        )
-        file = os.path.join(folder, "tflite", "model.tflite")
-        lite = TFLiteModel(file)
-        types = {np.dtype(t["dtype"]).name for t in lite.interpreter.get_tensor_details()}
-        sizes[mode] = os.path.getsize(file)
-        if mode == "int8":
-            assert lite.input["dtype"] == np.int8
-        if mode == "float16":
-            assert "float16" in types
-        if mode == "dynamic":
-            assert "int8" in types and lite.input["dtype"] == np.float32
+    folder = tltf.export(
+        model,
+        str(tmp_path / "int8"),
+        formats=["saved_model", "tflite"],
+        quantize="int8",
+        representative_data=data,
+        tflite_io="int8",
+    )
+    lite = TFLiteModel(os.path.join(folder, "tflite", "model.tflite"))
+    assert lite.input["dtype"] == np.int8 and lite.outputs[0]["dtype"] == np.int8
+    contents = {"int8": open(os.path.join(folder, "tflite", "model.tflite"), "rb").read()}
+    for mode in ("float", "dynamic", "float16"):
+        contents[mode] = convert(folder, tltf.info(model), mode)
+    types = {
+        mode: {
+            np.dtype(t["dtype"]).name
+            for t in TFLiteModel(content=c).interpreter.get_tensor_details()
+        }
+        for mode, c in contents.items()
+    }
+    assert "float16" in types["float16"] and "int8" in types["dynamic"]
+    assert TFLiteModel(content=contents["dynamic"]).input["dtype"] == np.float32
+    sizes = {mode: len(c) for mode, c in contents.items()}
     assert sizes["dynamic"] < 0.4 * sizes["float"] and sizes["int8"] < 0.4 * sizes["float"]
     assert sizes["float16"] < 0.6 * sizes["float"]
-    float_file = open(os.path.join(tmp_path, "float", "1", "tflite", "model.tflite"), "rb")
     with pytest.raises(ExportError, match="not full-integer"):
-        check_types(float_file.read(), "int8")
+        check_types(contents["float"], "int8")
 
 
 def test_int8_needs_representative_data_and_publishes_nothing(trained, tmp_path):
