@@ -215,7 +215,10 @@ def convert(out_path: str, checkpoint: str | None = None) -> str:
         )
     weights = keras_weights(read_checkpoint(checkpoint))
     model = build()
-    norm = model.get_layer("normalization")  # set below, not from the checkpoint
+    import keras
+
+    # set below, not from the checkpoint (found by type: its name counts earlier layers)
+    norm = next(lyr for lyr in model.layers if isinstance(lyr, keras.layers.Normalization))
     set_layer_weights(model, {**weights, norm.name: norm.get_weights()}, "checkpoint")
     # after Rescaling(1 / 255): (x / 255 - mean / 255) / (std / 255) = (x - 127) / 128
     norm.adapt_mean.assign(np.full(3, MEAN / 255, np.float32))
