@@ -100,15 +100,13 @@ def test_int8_io_float16_and_dynamic_have_their_types(trained, tmp_path):
     contents = {"int8": open(os.path.join(folder, "tflite", "model.tflite"), "rb").read()}
     for mode in ("float", "dynamic", "float16"):
         contents[mode] = convert(folder, tltf.info(model), mode)
+    lites = {mode: TFLiteModel(content=c) for mode, c in contents.items()}
     types = {
-        mode: {
-            np.dtype(t["dtype"]).name
-            for t in TFLiteModel(content=c).interpreter.get_tensor_details()
-        }
-        for mode, c in contents.items()
+        mode: {np.dtype(t["dtype"]).name for t in m.interpreter.get_tensor_details()}
+        for mode, m in lites.items()
     }
     assert "float16" in types["float16"] and "int8" in types["dynamic"]
-    assert TFLiteModel(content=contents["dynamic"]).input["dtype"] == np.float32
+    assert lites["dynamic"].input["dtype"] == np.float32
     sizes = {mode: len(c) for mode, c in contents.items()}
     assert sizes["dynamic"] < 0.4 * sizes["float"] and sizes["int8"] < 0.4 * sizes["float"]
     assert sizes["float16"] < 0.6 * sizes["float"]

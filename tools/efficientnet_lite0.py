@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import importlib.util
 import os
 import pickle
@@ -33,10 +34,7 @@ import sys
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from mobilenet_v1_weights import (  # noqa: E402
+from mobilenet_v1_weights import (  # tools/ is on the path: this folder, or as the tests put it
     default_cache_dir,
     save_atomically,
     set_layer_weights,
@@ -141,8 +139,7 @@ def keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     """``{keras layer: [weights]}``: convolutions to HWIO, depthwise to HW C 1, BN as
     gamma, beta, mean, variance."""
     out: dict[str, list[np.ndarray]] = {}
-    blocks = sorted({int(n.split(".")[1]) for n in state if n.startswith("_blocks.")})
-    names = _block_names(len(blocks))
+    names = _block_names(len({n.split(".")[1] for n in state if n.startswith("_blocks.")}))
     for name, value in state.items():
         parts = name.split(".")
         if parts[0] == "_fc" or parts[-1] == "num_batches_tracked":
@@ -152,7 +149,7 @@ def keras_weights(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
         else:
             layer = _TOP_LAYERS[parts[0]]
         if parts[-1] == "weight" and value.ndim == 4:
-            if value.shape[1] == 1 and "dwconv" in layer:
+            if layer.endswith("dwconv"):
                 value = value.transpose(2, 3, 0, 1)  # depthwise: (C, 1, h, w) -> (h, w, C, 1)
             else:
                 value = value.transpose(2, 3, 1, 0)  # (out, in, h, w) -> (h, w, in, out)
@@ -180,7 +177,7 @@ def _blocks_args() -> list[dict]:
     return [{**arg, "se_ratio": 0.0} for arg in efficientnet.DEFAULT_BLOCKS_ARGS]
 
 
-def build(input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 3)) -> Any:
+def build() -> Any:
     """EfficientNet-Lite0 without its classifier, random weights, taking raw 0-255 pixels."""
     import keras
     from keras.src.applications import efficientnet
@@ -194,7 +191,7 @@ def build(input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 3)) -> An
         name="efficientnet_lite0",
         include_top=False,
         weights=None,
-        input_tensor=keras.Input(input_shape, name="input_layer"),
+        input_tensor=keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="input_layer"),
     )
 
 
@@ -203,6 +200,8 @@ def convert(out_path: str, checkpoint: str | None = None) -> str:
 
     The checkpoint (default `checkpoint_path`) must have `CHECKPOINT_SHA256`.
     """
+    import keras
+
     out_path = os.fspath(out_path)
     if not out_path.endswith(".keras"):
         raise ValueError(f"{out_path}: the output name must end in .keras.")
@@ -215,8 +214,6 @@ def convert(out_path: str, checkpoint: str | None = None) -> str:
         )
     weights = keras_weights(read_checkpoint(checkpoint))
     model = build()
-    import keras
-
     # set below, not from the checkpoint (found by type: its name counts earlier layers)
     norm = next(lyr for lyr in model.layers if isinstance(lyr, keras.layers.Normalization))
     set_layer_weights(model, {**weights, norm.name: norm.get_weights()}, "checkpoint")
@@ -235,11 +232,17 @@ def cached_model(cache_dir: str | None = None) -> str:
     return path if os.path.isfile(path) else convert(path)
 
 
+@functools.lru_cache(maxsize=2)
+def _classifier(checkpoint: str | None) -> tuple[np.ndarray, np.ndarray]:
+    state = read_checkpoint(checkpoint)
+    return state["_fc.weight"], state["_fc.bias"]
+
+
 def imagenet_scores(features: np.ndarray, checkpoint: str | None = None) -> np.ndarray:
     """Softmax over the 1000 ImageNet classes of pooled features ``[N, 1280]``, through
-    the checkpoint's own classifier (``_fc``)."""
-    state = read_checkpoint(checkpoint)
-    logits = np.asarray(features, np.float32) @ state["_fc.weight"].T + state["_fc.bias"]
+    the checkpoint's own classifier (``_fc``, read once per checkpoint)."""
+    kernel, bias = _classifier(checkpoint)
+    logits = np.asarray(features, np.float32) @ kernel.T + bias
     logits -= logits.max(-1, keepdims=True)
     return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
 
