@@ -57,6 +57,39 @@ def test_head_options_take_each_tasks_own_keys():
         get_task("ner")
 
 
+def test_a_classifier_reads_its_features_normalized_to_feature_length(tiny_bert_dir):
+    from tltf.heads.classification import FEATURE_LENGTH
+    from tltf.metadata import head_model
+
+    model = _build(tiny_bert_dir, "classification", class_names=["games", "math"])
+    head = head_model(model)
+    x = np.random.default_rng(0).normal(size=(4, head.input.shape[-1])).astype("float32")
+    np.testing.assert_allclose(head(x), head(7 * x), rtol=1e-5, atol=1e-6)  # direction only
+    scaled = head.get_layer("head_unit_length")(x)
+    np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), FEATURE_LENGTH, rtol=1e-5)
+    assert tltf.info(model)["head"]["feature_length"] == FEATURE_LENGTH
+
+    raw = head_model(
+        _build(
+            tiny_bert_dir, "classification", class_names=["a", "b"], head={"feature_length": None}
+        )
+    )
+    assert "head_unit_length" not in [layer.name for layer in raw.layers]
+    assert not np.allclose(raw(x), raw(7 * x), atol=1e-3)
+    scratch = tltf.build(  # random weights train from scratch: raw features, as measured
+        "keras:MobileNetV2", weights=None, input_shape=(32, 32, 3), class_names=["a", "b"]
+    )
+    assert tltf.info(scratch)["head"]["feature_length"] is None
+    for bad in (0, -1.0, "long"):
+        with pytest.raises(SpecError, match="feature_length.*give a length above 0"):
+            _build(
+                tiny_bert_dir,
+                "classification",
+                class_names=["a", "b"],
+                head={"feature_length": bad},
+            )
+
+
 def test_loss_and_metrics_overrides_survive_set_freeze_and_fine_tune(tiny_bert_dir, eager):
     model = _build(
         tiny_bert_dir,

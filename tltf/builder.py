@@ -117,6 +117,13 @@ def build(
     bb = load_backbone(backbone, **{**needs, **backbone_options})
 
     bn = _bn_policy(bb, bn)
+    given = head if isinstance(head, dict) else {}
+    raw = bb.pretrained and not bb.standardize_features
+    if not raw and "feature_length" in opts and "feature_length" not in given:
+        # unit length was measured on raw pretrained features only; standardized ones have
+        # their own measured recipe (the speech embedding, benchmarks/README.md "Audio"),
+        # and random weights train from scratch
+        opts["feature_length"] = None
     mod = get_modality(bb.modality)
     if not mod.accepts(bb.input_spec):
         raise SpecError(

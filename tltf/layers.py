@@ -227,6 +227,38 @@ class FeatureNorm(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tltf")
+class UnitLength(keras.layers.Layer):
+    """Each vector L2-normalized, then scaled to `length`: a classifier head's input
+    (`tltf.heads.classification.FEATURE_LENGTH`).
+
+    Example:
+        >>> layer = model.get_layer("head_unit_length")
+        >>> np.linalg.norm(layer(features), axis=-1)
+        array([3.1622777, 3.1622777], dtype=float32)
+
+    Written with ``tf.math.l2_normalize``, which the TFLite converter fuses into its
+    int8 ``L2_NORMALIZATION`` kernel; Keras' `UnitNormalization` leaves a float
+    ``SQUARE`` behind in a full-integer file. It computes in float32 (a sum of squares
+    can overflow float16).
+    """
+
+    def __init__(self, length: float = 1.0, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.length = float(length)
+
+    def call(self, x: Any) -> Any:
+        x = tf.cast(x, tf.float32)
+        return tf.math.l2_normalize(x, axis=-1) * self.length
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "length": self.length}
+
+
+@keras.saving.register_keras_serializable(package="tltf")
 class HubModule(keras.layers.Layer):
     """A TF2 SavedModel (TF-Hub module or Keras export) as a trainable Keras 3 layer.
 

@@ -7,7 +7,9 @@ openclipart; figures in benchmarks/README.md).
 
 - **The head converges (LP-FT), regularized as a logistic regression.** While
   only the head trains, its kernels carry an L2 penalty of 1 / (2 N) for N
-  training examples (scikit-learn's default ``C=1``, per example), and it trains
+  training examples (scikit-learn's default ``C=1``, per example; a classifier's
+  features reach it L2-normalized to length √10, so ``C=10`` on unit vectors:
+  `tltf.heads.classification.FEATURE_LENGTH`), and it trains
   on all of them until its training loss stops improving: the rate drops by
   `HEAD_LR_FACTOR` after `HEAD_LR_PATIENCE` epochs without progress, and it stops
   after `HEAD_PATIENCE`, keeping its best epoch, within `HEAD_MAX_STEPS` steps.

@@ -17,8 +17,9 @@ A task defines `build` (the head layers), `loss` and `metrics` (defaults that
 ``tltf.build(loss=..., metrics=...)`` overrides), `prepare` (user arrays to
 what the model trains on) and `serve` (the outputs of the exported SavedModel).
 Head options (``head=``) are ``hidden``, ``dropout`` and ``activation``, plus
-the task's own: ``threshold`` (multilabel), ``normalize`` (regression), ``dim``
-(embedding).
+the task's own: ``feature_length`` (classification, text_pair: the length the
+features are L2-normalized to, None for raw), ``threshold`` (multilabel), ``normalize``
+(regression), ``dim`` (embedding).
 """
 
 from __future__ import annotations
