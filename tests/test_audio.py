@@ -197,6 +197,9 @@ def test_wake_word_trains_frozen_on_cached_features_exports_and_reloads(wake_dat
     model = tltf.build("speech:openwakeword", class_names=train.class_names)
     before = [w.numpy().copy() for w in model.get_layer("backbone").weights]
     assert tltf.info(model)["feature_norm"] == "pending"
+    # standardized, not also scaled to unit length (that default is for raw features)
+    assert tltf.info(model)["head"]["feature_length"] is None
+    assert "head_unit_length" not in [layer.name for layer in model.layers]
     tltf.fine_tune(model, train, cache_dir=str(tmp_path / "cache"), verbose=0)
     assert len(os.listdir(tmp_path / "cache")) == 1  # the head trained on cached features
     # the head standardizes the embedding with the training set's statistics (once)
@@ -406,7 +409,7 @@ class _Batched(tf.__internal__.tracking.AutoTrackable):
         self.w1 = tf.Variable(rng.normal(0, 0.2, (16, 8)).astype("float32"), name="layer_1/kernel")
         self.variables = self.trainable_variables = [self.w0, self.w1]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)], autograph=False)
     def __call__(self, waveforms):
         frames = tf.signal.frame(waveforms, 400, 160)
         return {"embedding": tf.nn.relu(frames @ self.w0) @ self.w1}
@@ -420,7 +423,7 @@ class _PerClip(tf.__internal__.tracking.AutoTrackable):
         self.w = tf.Variable(np.random.default_rng(1).normal(0, 0.05, (400, 8)).astype("float32"))
         self.variables = self.trainable_variables = [self.w]
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)], autograph=False)
     def __call__(self, waveform):
         frames = tf.signal.frame(waveform, 400, 160)
         embeddings = tf.tanh(frames @ self.w)
