@@ -57,7 +57,7 @@ def test_head_options_take_each_tasks_own_keys():
         get_task("ner")
 
 
-def test_a_classifier_reads_its_features_normalized_to_feature_length(tiny_bert_dir):
+def test_a_classifier_reads_its_features_normalized_to_feature_length(tiny_bert_dir, tmp_path):
     from tltf.heads.classification import FEATURE_LENGTH
     from tltf.metadata import head_model
 
@@ -68,6 +68,10 @@ def test_a_classifier_reads_its_features_normalized_to_feature_length(tiny_bert_
     scaled = head.get_layer("head_unit_length")(x)
     np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), FEATURE_LENGTH, rtol=1e-5)
     assert tltf.info(model)["head"]["feature_length"] == FEATURE_LENGTH
+    model.save(str(tmp_path / "m.keras"))  # the layer reloads with its length
+    reloaded = head_model(keras.saving.load_model(str(tmp_path / "m.keras")))
+    np.testing.assert_allclose(reloaded(x), head(x), rtol=1e-5, atol=1e-6)
+    assert reloaded.get_layer("head_unit_length").length == FEATURE_LENGTH
 
     raw = head_model(
         _build(

@@ -69,6 +69,9 @@ def test_int8_is_full_integer_and_agrees_with_keras(trained, tmp_path):
     assert lite.input["dtype"] == np.uint8 and lite.outputs[0]["dtype"] == np.uint8
     assert lite.input_shape == (64, 64, 3)
     assert types <= {"uint8", "int8", "int32"}  # no float tensor anywhere
+    # the head's unit-length features (tltf.layers.UnitLength) are in the file, as int8
+    names = [t["name"] for t in lite.interpreter.get_tensor_details()]
+    assert any("head_unit_length" in name for name in names)
     assert lite.input["quantization"][0] == pytest.approx(1.0, abs=0.02)  # pixels as they are
     pixels = tltf.tflite.tensor_inputs(data, tltf.info(model))
     scores = lite.scores(pixels)

@@ -27,8 +27,8 @@ class Text(Modality):
     default_column = "text"
     file_types = " ".join(TEXT_EXTENSIONS)
     default_lr = 5e-5
-    # MiniLM, debian-topics, 3 seeds: top:2 beat the frozen head on every seed, by
-    # 1.4 +- 0.8 points at 8 rows per class and 1.3 +- 0.3 at 32 (benchmarks/README.md)
+    # MiniLM, debian-topics, 3 seeds: top:2 beat the frozen head on every seed, by 3.3
+    # points at 8 rows per class and 2.5 at 32 (benchmarks/README.md, unit-length features)
     small_data_open = 2
     end_groups = ("embeddings", "pooler")
     xla_blocker = "its tokenizer's string ops cannot be XLA-compiled"
