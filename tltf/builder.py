@@ -106,7 +106,6 @@ def build(
     task_obj.check_names(class_names)
     if bn not in (*BN_POLICIES, "auto"):
         raise SpecError(f"bn={bn!r}; use one of {('auto', *BN_POLICIES)}.")
-    opts = head_options(head, task)
     needs = task_obj.backbone_options if isinstance(backbone, str) else {}
     accepted = source_options(backbone) if needs else None
     if accepted is not None and not set(needs) <= set(accepted):
@@ -116,14 +115,8 @@ def build(
         )
     bb = load_backbone(backbone, **{**needs, **backbone_options})
 
+    opts = head_options(head, task, raw_features=bb.pretrained and not bb.standardize_features)
     bn = _bn_policy(bb, bn)
-    given = head if isinstance(head, dict) else {}
-    raw = bb.pretrained and not bb.standardize_features
-    if not raw and "feature_length" in opts and "feature_length" not in given:
-        # unit length was measured on raw pretrained features only; standardized ones have
-        # their own measured recipe (the speech embedding, benchmarks/README.md "Audio"),
-        # and random weights train from scratch
-        opts["feature_length"] = None
     mod = get_modality(bb.modality)
     if not mod.accepts(bb.input_spec):
         raise SpecError(

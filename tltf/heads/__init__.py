@@ -79,15 +79,23 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def head_options(head: dict | list | int | None, task: str = "classification") -> dict:
+def head_options(
+    head: dict | list | int | None, task: str = "classification", raw_features: bool = True
+) -> dict:
     """Normalizes ``head=``: None, hidden sizes, or a dict of `HEAD_KEYS` and the task's keys.
 
     Example:
         >>> head_options({"hidden": [256], "threshold": 0.3}, "multilabel")
         {'hidden': [256], 'dropout': 0.1, 'activation': 'relu', 'threshold': 0.3}
+
+    `raw_features` False (a backbone that standardizes its features, or random weights)
+    defaults ``feature_length`` to None: unit length was measured on raw pretrained
+    features only (`tltf.heads.classification.FEATURE_LENGTH`).
     """
     task_obj = get_task(task)
     defaults = {**BASE_HEAD, **task_obj.options}
+    if not raw_features and "feature_length" in defaults:
+        defaults["feature_length"] = None
     if head is None:
         return defaults
     if isinstance(head, int):
@@ -100,5 +108,13 @@ def head_options(head: dict | list | int | None, task: str = "classification") -
     if unknown:
         raise SpecError(
             f"head= has unknown keys {sorted(unknown)}; task {task!r} knows {sorted(defaults)}."
+        )
+    length = head.get("feature_length")
+    if length is not None and (
+        isinstance(length, bool) or not isinstance(length, (int, float)) or length <= 0
+    ):
+        raise SpecError(
+            f"head={{'feature_length': {length!r}}}: give a length above 0 (e.g. 3.0), or "
+            "None to feed the head raw features."
         )
     return {**defaults, **head}

@@ -18,16 +18,8 @@ IGNORE = -1  # label of words that carry no tag (padding); the loss skips them
 
 def _hidden(features: Any, opts: dict) -> Any:
     x = features
-    length = opts.get("feature_length")
-    if length is not None and (
-        isinstance(length, bool) or not isinstance(length, (int, float)) or length <= 0
-    ):
-        raise SpecError(
-            f"head={{'feature_length': {length!r}}}: give a length above 0 (e.g. 3.0), or "
-            "None to feed the head raw features."
-        )
-    if length:  # a classifier's features, L2-normalized to this length
-        x = UnitLength(length, name="head_unit_length")(x)
+    if opts.get("feature_length"):  # a classifier's features, L2-normalized to this length
+        x = UnitLength(opts["feature_length"], name="head_unit_length")(x)
     for i, units in enumerate(opts["hidden"]):
         x = keras.layers.Dense(units, activation=opts["activation"], name=f"head_dense_{i}")(x)
     if opts["dropout"]:
